@@ -1,0 +1,212 @@
+"""The Python API: ``tuner.tune`` runs a study, ``tuner.resume`` continues one."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from tuner.config import StudySettings, import_trainable, settings_from
+from tuner.errors import ConfigError, StudyError
+from tuner.record import OPTUNA_JOURNAL, StudyRecord
+from tuner.search_space import SearchSpace, load_space
+from tuner.tracking import Tracker, default_uri
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+TRIAL_COLUMNS = ["trial_id", "status", "iterations", "metric", "best_metric", "restarts",
+                 "restarted_at", "mlflow_run_id", "config", "error"]
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """What a study found, read back from its record."""
+
+    path: str
+    metric: str
+    mode: str
+    best_trial_id: str | None
+    best_config: dict[str, Any] | None
+    best_metric: float | None
+    mlflow_uri: str
+    parent_run_id: str
+    trials: pd.DataFrame
+
+    @classmethod
+    def load(cls, path: str) -> TuneResult:
+        """Read the result of the study written to ``path`` (finished or not)."""
+        return _result(StudyRecord.load(os.path.abspath(path)))
+
+
+def tune(
+    trainable: Callable[..., Any],
+    space: str | os.PathLike[str] | Mapping[str, Any] | SearchSpace,
+    *,
+    metric: str,
+    mode: str = "max",
+    num_samples: int = 20,
+    max_t: int = 30,
+    grace_period: int = 1,
+    reduction_factor: float = 3,
+    max_failures: int = 3,
+    resources_per_trial: Mapping[str, float] | None = None,
+    max_concurrent_trials: int | None = None,
+    storage_path: str | None = None,
+    name: str | None = None,
+    mlflow_uri: str | None = None,
+    mlflow_experiment: str | None = None,
+    seed: int | None = 0,
+    checkpoints_to_keep: int = 2,
+    ray_address: str | None = None,
+    verbose: bool = True,
+) -> TuneResult:
+    """Tune ``trainable`` over ``space`` with Optuna's TPE and ASHA on Ray Tune.
+
+    Args:
+        trainable: a Ray Tune function trainable, ``train(config)``, that reports with
+            ``tune.report`` (or ``tuner.report``) once per iteration.
+        space: a space YAML path, a dict of the same shape, or a ``SearchSpace``.
+        metric, mode: what to optimise, ``"max"`` or ``"min"``.
+        num_samples: how many trials TPE proposes.
+        max_t, grace_period, reduction_factor: ASHA over ``training_iteration``.
+        max_failures: retries of a crashed trial, each from its last checkpoint.
+        resources_per_trial: e.g. ``{"cpu": 1}`` or ``{"cpu": 4, "gpu": 1}``.
+        storage_path: where checkpoints and study state go (default ``./tuner_results``).
+        name: the study's name (default: the space's name and a timestamp).
+        mlflow_uri: tracking store (default ``sqlite:///mlflow.db`` in the working dir).
+        mlflow_experiment: MLflow experiment holding the study's runs (default: ``name``).
+        seed: TPE's seed.
+        ray_address: the cluster to join (default: RAY_ADDRESS, a running local one, or new).
+        verbose: print one progress line as the study advances.
+
+    Returns:
+        The study's best config and metric, and one row per trial.
+
+    Raises:
+        ConfigError: an invalid argument or space (nothing is run or recorded).
+        StudyError: the study could not run; the message says what to do next.
+    """
+    values = {k: v for k, v in locals().items()
+              if k not in ("trainable", "space", "verbose") and v is not None}
+    settings = settings_from(values, "tune()")
+    if not callable(trainable):
+        raise ConfigError("tune()", "trainable", f"must be a function train(config), got "
+                          f"{type(trainable).__name__}")
+    return run(trainable, load_space(space), settings, verbose=verbose)
+
+
+def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettings,
+        trainable_ref: str | None = None, base_dir: str = ".",
+        verbose: bool = True) -> TuneResult:
+    """Run a study from validated parts (what ``tune`` and ``tuner run`` share)."""
+    from tuner import engine
+
+    name = settings.name or f"{_stem(space.source)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = os.path.join(os.path.abspath(settings.storage_path), name)
+    if StudyRecord.exists(path):
+        raise StudyError(f"{path}: a study named {name!r} exists already; run "
+                         f"`tuner resume {path}` to continue it, or choose another name")
+    uri = settings.mlflow_uri or default_uri()
+    tracker = Tracker(uri, settings.mlflow_experiment or name)  # fails fast if unreachable
+    params = {k: v for k, v in asdict(settings).items() if v is not None}
+    parent = tracker.start_study(name, {**params, "name": name}, space.to_dict())
+    os.makedirs(path, exist_ok=True)
+    StudyRecord.create(
+        path, name=name, metric=settings.metric, mode=settings.mode,
+        num_samples=settings.num_samples, max_t=settings.max_t, mlflow_uri=uri,
+        mlflow_experiment=settings.mlflow_experiment or name, parent_run_id=parent,
+        trainable=trainable_ref or _reference(trainable), base_dir=os.path.abspath(base_dir),
+        settings=params,
+        space=space.to_dict(), optuna_storage=os.path.join(path, OPTUNA_JOURNAL))
+    if verbose:
+        print(f"[tuner] study {name}: {settings.num_samples} trials of {space.source}, "
+              f"{settings.metric} ({settings.mode}); state in {path}", flush=True)
+    try:
+        engine.run_study(trainable, space, settings, path, verbose=verbose)
+    finally:
+        _close(path, tracker)
+    return _result(StudyRecord.load(path))
+
+
+def resume(path: str, trainable: Callable[..., Any] | None = None,
+           ray_address: str | None = None, verbose: bool = True) -> TuneResult:
+    """Continue the study at ``path`` after its driver stopped (killed, crashed, interrupted).
+
+    Finished trials are not run again; running ones restart from their last checkpoint;
+    the Optuna study, ASHA's rungs and the MLflow runs are the same as before.
+    """
+    from tuner import engine
+
+    path = os.path.abspath(path)
+    record = StudyRecord.load(path)
+    if trainable is None:
+        ref = record.data.get("trainable")
+        if not ref:
+            raise StudyError(f"{path}: the study's trainable is not importable by name; call "
+                             f"tuner.resume({path!r}, trainable=your_function)")
+        trainable = import_trainable(ref, source=os.path.join(path, "tuner_study.json"),
+                                     base_dir=record.data.get("base_dir", "."))
+    tracker = Tracker(record.data["mlflow_uri"], record.data["mlflow_experiment"])
+    tracker.reopen_study(record.data["parent_run_id"])
+    record.data["state"] = "running"
+    record.save()
+    if verbose:
+        print(f"[tuner] resuming study {record.data['name']} from {path}", flush=True)
+    settings = record.data["settings"]
+    try:
+        engine.resume_study(trainable, path, settings.get("resources_per_trial", {"cpu": 1}),
+                            ray_address=ray_address or settings.get("ray_address"))
+    finally:
+        _close(path, tracker)
+    return _result(StudyRecord.load(path))
+
+
+def _close(path: str, tracker: Tracker) -> None:
+    """Mark the study finished (or interrupted) in its record and its MLflow parent run."""
+    record = StudyRecord.load(path)
+    counts = record.counts()
+    finished = counts["running"] == 0 and len(record.trials) >= record.data["num_samples"]
+    record.data["state"] = "finished" if finished else "interrupted"
+    record.save()
+    best = record.best()
+    metrics = {f"tuner.trials_{k}": float(v) for k, v in counts.items()}
+    if best is not None:
+        metrics[f"tuner.best_{record.data['metric']}"] = float(best["metric"])
+    tracker.log_metrics(record.data["parent_run_id"], metrics, step=0)
+    tags = {"tuner.best_trial_id": best["trial_id"] if best else ""}
+    if best is not None:
+        tags.update({f"tuner.best.{k}": v for k, v in best["config"].items()})
+    tracker.end_run(record.data["parent_run_id"],
+                    "completed" if finished else "stopped", tags)
+
+
+def _result(record: StudyRecord) -> TuneResult:
+    import pandas as pd
+
+    rows = [{c: t.get(c) for c in TRIAL_COLUMNS} for t in record.trials.values()]
+    frame = pd.DataFrame(rows, columns=TRIAL_COLUMNS).rename(
+        columns={"metric": record.data["metric"], "best_metric": f"best_{record.data['metric']}"})
+    best = record.best()
+    return TuneResult(
+        path=record.path, metric=record.data["metric"], mode=record.data["mode"],
+        best_trial_id=best["trial_id"] if best else None,
+        best_config=dict(best["config"]) if best else None,
+        best_metric=best["metric"] if best else None, mlflow_uri=record.data["mlflow_uri"],
+        parent_run_id=record.data["parent_run_id"], trials=frame)
+
+
+def _stem(source: str) -> str:
+    stem = re.sub(r"\.ya?ml$", "", os.path.basename(source))
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", stem) or "study"
+
+
+def _reference(fn: Callable[..., Any]) -> str | None:
+    """``module:function`` when ``fn`` can be imported again by that name."""
+    module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if not module or module == "__main__" or not name.isidentifier():
+        return None
+    return f"{module}:{name}"

@@ -1,0 +1,146 @@
+"""``tuner``: run, resume, validate and report studies from the shell.
+
+Exit codes: 0 success, 1 the study failed or was interrupted, 2 invalid input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from tuner.errors import ConfigError, TunerError
+
+_EXIT_INPUT, _EXIT_STUDY = 2, 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tuner", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run the study an experiment YAML describes")
+    p.add_argument("experiment", help="experiment YAML (see examples/digits_mlp.yaml)")
+    p.add_argument("--name", help="study name (default: from the file, or space and time)")
+    p.add_argument("--num-samples", type=int, help="override num_samples")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p = sub.add_parser("resume", help="continue a study whose driver stopped")
+    p.add_argument("path", help="the study directory, e.g. tuner_results/<name>")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p = sub.add_parser("validate", help="check an experiment or search space YAML")
+    p.add_argument("file")
+    p = sub.add_parser("report", help="print the per-trial table of a study")
+    p.add_argument("path", help="the study directory, e.g. tuner_results/<name>")
+    args = parser.parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return _EXIT_INPUT
+    except TunerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return _EXIT_STUDY
+    except KeyboardInterrupt:
+        print("interrupted; continue with `tuner resume <study dir>`", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tuner import api
+    from tuner.config import load_experiment, with_overrides
+
+    exp = load_experiment(args.experiment)
+    settings = exp.settings
+    overrides = {k: v for k, v in (("name", args.name), ("num_samples", args.num_samples))
+                 if v is not None}
+    if overrides:
+        settings = with_overrides(settings, **overrides)
+        settings.validate("command line")
+    trainable = exp.load_trainable()
+    result = api.run(trainable, exp.space, settings, trainable_ref=exp.trainable,
+                     base_dir=exp.base_dir, verbose=not args.quiet)
+    _summary(result)
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from tuner import api
+
+    _summary(api.resume(args.path, verbose=not args.quiet))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from tuner._files import read_yaml
+    from tuner.config import load_experiment
+    from tuner.search_space import load_space
+
+    data = read_yaml(args.file)
+    if isinstance(data, dict) and "trainable" in data:
+        exp = load_experiment(args.file)
+        exp.load_trainable()
+        print(f"{args.file}: valid experiment ({len(exp.space.params)} parameters, "
+              f"{exp.settings.num_samples} trials, metric {exp.settings.metric})")
+    else:
+        space = load_space(args.file)
+        print(f"{args.file}: valid search space ({len(space.params)} parameters: "
+              f"{', '.join(space.names)})")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from tuner.api import TuneResult
+
+    result = TuneResult.load(args.path)
+    print(format_table(result))
+    return 0
+
+
+def _summary(result: object) -> None:
+    from tuner.api import TuneResult
+
+    assert isinstance(result, TuneResult)
+    print(format_table(result))
+    print(f"\nBest {result.metric}: {result.best_metric} (trial {result.best_trial_id})")
+    print(f"Best config: {result.best_config}")
+    print(f"MLflow: parent run {result.parent_run_id} in {result.mlflow_uri}\n"
+          f"  open it with: mlflow ui --backend-store-uri {result.mlflow_uri}  (or `make ui`)")
+    if result.trials["status"].eq("running").any() or result.trials["status"].eq("stopped").any():
+        print(f"The study did not finish; continue it with: tuner resume {result.path}")
+
+
+def format_table(result: object) -> str:
+    """The per-trial table, best first."""
+    from tuner.api import TuneResult
+
+    assert isinstance(result, TuneResult)
+    frame = result.trials
+    if frame.empty:
+        return f"{result.path}: no trials yet"
+    ascending = result.mode == "min"
+    frame = frame.sort_values(result.metric, ascending=ascending, na_position="last")
+    keys = sorted({k for cfg in frame["config"] for k in cfg})
+    rows = [["trial", "status", "iters", result.metric, "restarts", *keys]]
+    for _, t in frame.iterrows():
+        value = t[result.metric]
+        rows.append([t["trial_id"], t["status"], str(t["iterations"]),
+                     "" if value is None or value != value else f"{value:.4f}",
+                     str(t["restarts"]), *(_fmt(t["config"].get(k)) for k in keys)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    counts = frame["status"].value_counts().to_dict()
+    lines.append(f"{len(frame)} trials: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    return "\n".join(lines)
+
+
+def _fmt(v: object) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+_COMMANDS = {"run": _run, "resume": _resume, "validate": _validate, "report": _report}
+
+if __name__ == "__main__":
+    sys.exit(main())

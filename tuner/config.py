@@ -1,0 +1,194 @@
+"""Study settings and experiment files, validated into frozen dataclasses.
+
+The Python API and the experiment YAML share :class:`StudySettings`, so both give
+the same error for the same mistake: ``<file>: <key>: <constraint, value, fix>``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from tuner._files import read_yaml
+from tuner.errors import ConfigError, unknown_key
+from tuner.search_space import SearchSpace, load_space
+
+RESERVED_PREFIX = "tuner."
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Everything about a study except the trainable and the space."""
+
+    metric: str
+    mode: str = "max"
+    num_samples: int = 20
+    max_t: int = 30
+    grace_period: int = 1
+    reduction_factor: float = 3
+    max_failures: int = 3
+    resources_per_trial: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1})
+    max_concurrent_trials: int | None = None
+    storage_path: str = "tuner_results"
+    name: str | None = None
+    mlflow_uri: str | None = None
+    mlflow_experiment: str | None = None
+    seed: int | None = 0
+    checkpoints_to_keep: int = 2
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate("tune()")
+
+    def validate(self, source: str) -> None:
+        """Raise :class:`ConfigError` naming ``source`` for the first invalid setting."""
+        def bad(key: str, msg: str) -> ConfigError:
+            return ConfigError(source, key, msg)
+
+        if not isinstance(self.metric, str) or not self.metric:
+            raise bad("metric", f"must be the name of a metric your trainable reports, got "
+                      f"{self.metric!r}")
+        if self.metric.startswith(RESERVED_PREFIX):
+            raise bad("metric", f"names starting with `{RESERVED_PREFIX}` are reserved for "
+                      f"tuner's own metrics; report it under another name, got {self.metric!r}")
+        if self.mode not in ("min", "max"):
+            raise bad("mode", f"must be 'min' or 'max', got {self.mode!r}")
+        for key in ("num_samples", "max_t", "grace_period", "checkpoints_to_keep"):
+            _positive_int(source, key, getattr(self, key))
+        if self.grace_period > self.max_t:
+            raise bad("grace_period", f"must be <= max_t, got grace_period={self.grace_period}, "
+                      f"max_t={self.max_t}; lower grace_period or raise max_t")
+        rf = self.reduction_factor
+        if isinstance(rf, bool) or not isinstance(rf, (int, float)) or rf <= 1:
+            raise bad("reduction_factor", f"must be a number > 1 (ASHA keeps 1/reduction_factor "
+                      f"of trials at each rung), got {rf!r}")
+        mf = self.max_failures
+        if isinstance(mf, bool) or not isinstance(mf, int) or mf < -1:
+            raise bad("max_failures", f"must be an integer >= 0 (or -1 for unlimited retries), "
+                      f"got {mf!r}")
+        if self.max_concurrent_trials is not None:
+            _positive_int(source, "max_concurrent_trials", self.max_concurrent_trials)
+        res = self.resources_per_trial
+        if not isinstance(res, Mapping) or not res:
+            raise bad("resources_per_trial", f"must map resource names to amounts, e.g. "
+                      f"{{cpu: 1}}, got {res!r}")
+        for k, v in res.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise bad(f"resources_per_trial.{k}", f"must be a number >= 0, got {v!r}")
+        if not isinstance(self.storage_path, str) or not self.storage_path:
+            raise bad("storage_path", f"must be a directory path or URI, got "
+                      f"{self.storage_path!r}")
+        if self.name is not None and (not isinstance(self.name, str) or not _NAME.match(self.name)):
+            raise bad("name", f"must be letters, digits, '.', '_' or '-', got {self.name!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise bad("seed", f"must be an integer or null, got {self.seed!r}")
+        for key in ("mlflow_uri", "mlflow_experiment", "ray_address"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise bad(key, f"must be a non-empty string or null, got {value!r}")
+
+
+def _positive_int(source: str, key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(source, key, f"must be an integer >= 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment file: where the trainable and the space are, and the study settings."""
+
+    trainable: str  # "module:function"
+    space: SearchSpace
+    settings: StudySettings
+    source: str = "experiment"
+    base_dir: str = "."
+
+    def load_trainable(self) -> Callable[..., Any]:
+        return import_trainable(self.trainable, self.source, self.base_dir)
+
+
+_SETTING_KEYS = {f.name for f in fields(StudySettings)}
+_SCHEDULER_KEYS = {"max_t", "grace_period", "reduction_factor"}
+_EXPERIMENT_KEYS = (_SETTING_KEYS - _SCHEDULER_KEYS) | {"trainable", "space", "scheduler"}
+
+
+def load_experiment(path: str | os.PathLike[str]) -> Experiment:
+    """Read and validate an experiment YAML; relative `space:` paths are from the file."""
+    path = os.fspath(path)
+    source = os.path.basename(path)
+    data = read_yaml(path)
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, "", "an experiment file is a mapping with at least "
+                          "`trainable:`, `space:` and `metric:`")
+    for key in data:
+        if key not in _EXPERIMENT_KEYS:
+            raise unknown_key(source, str(key), _EXPERIMENT_KEYS)
+    for key in ("trainable", "space", "metric"):
+        if key not in data:
+            raise ConfigError(source, key, "is required (see examples/digits_mlp.yaml)")
+    base_dir = os.path.dirname(os.path.abspath(path))
+
+    trainable = data["trainable"]
+    if not isinstance(trainable, str) or not re.match(r"^[\w.]+:\w+$", trainable):
+        raise ConfigError(source, "trainable", f"must be 'module:function', e.g. "
+                          f"'examples.digits_mlp:train', got {trainable!r}")
+
+    space_ref = data["space"]
+    if isinstance(space_ref, str):
+        space_path = space_ref if os.path.isabs(space_ref) else os.path.join(base_dir, space_ref)
+        if not os.path.exists(space_path):
+            raise ConfigError(source, "space", f"file {space_ref!r} not found (looked at "
+                              f"{space_path}); give a path relative to the experiment file")
+        space = load_space(space_path)
+    elif isinstance(space_ref, Mapping):
+        space = load_space(space_ref)
+    else:
+        raise ConfigError(source, "space", "must be a path to a space YAML or an inline mapping")
+
+    settings = {k: v for k, v in data.items() if k in _SETTING_KEYS}
+    scheduler = data.get("scheduler") or {}
+    if not isinstance(scheduler, Mapping):
+        raise ConfigError(source, "scheduler", "must be a mapping of max_t, grace_period, "
+                          "reduction_factor")
+    for key in scheduler:
+        if key not in _SCHEDULER_KEYS:
+            raise unknown_key(source, str(key), _SCHEDULER_KEYS, where="scheduler")
+    settings.update(scheduler)
+    return Experiment(trainable, space, settings_from(settings, source), source, base_dir)
+
+
+def settings_from(values: Mapping[str, Any], source: str) -> StudySettings:
+    """Build settings, attributing any error to ``source`` (a file name or ``tune()``)."""
+    try:
+        return StudySettings(**values)
+    except ConfigError as exc:
+        raise ConfigError(source, exc.key, exc.message) from None
+
+
+def with_overrides(settings: StudySettings, **changes: Any) -> StudySettings:
+    return replace(settings, **changes)
+
+
+def import_trainable(ref: str, source: str = "trainable", base_dir: str = ".") -> Callable[..., Any]:
+    """Import ``module:function``, looking in ``base_dir`` and the working directory too."""
+    module_name, _, attr = ref.partition(":")
+    for extra in (os.getcwd(), base_dir):
+        if extra not in sys.path:
+            sys.path.insert(0, extra)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or an error raised while importing user code
+        raise ConfigError(source, "trainable", f"cannot import module {module_name!r} "
+                          f"({type(exc).__name__}: {exc}); run from the directory that contains "
+                          f"it or install it") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError(source, "trainable", f"module {module_name!r} has no function "
+                          f"{attr!r}")
+    return fn
