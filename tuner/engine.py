@@ -85,7 +85,7 @@ class _Search(OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if self.metric not in result:
-            mine = sorted(k for k in result if k not in _RAY_KEYS)
+            mine = sorted(k for k in result if _is_user_key(k))
             raise StudyError(
                 f"trial {trial_id} reported {mine or 'no metrics'} but not the study's metric "
                 f"{self.metric!r}; report it (tune.report({{{self.metric!r}: ...}})) or set "
@@ -261,7 +261,11 @@ class _StudyCallback(Callback):
 def user_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     """The trainable's own numeric metrics from a Tune result."""
     return {k: float(v) for k, v in result.items()
-            if k not in _RAY_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if _is_user_key(k) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _is_user_key(key: str) -> bool:
+    return key not in _RAY_KEYS and not key.startswith("config/")
 
 
 def _trial_dirname(trial: Any) -> str:

@@ -1,0 +1,127 @@
+"""A study end to end on a real local Ray cluster, with real Optuna storage and MLflow.
+
+Nothing is mocked: trials run as Ray actors, ASHA decides, Optuna's journal file
+holds the study, and MLflow runs are read back with `MlflowClient.search_runs`.
+The trainables are synthetic learning curves so the tests take seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+import tuner
+from tuner.errors import StudyError
+
+SPACE = {
+    "rate": {"type": "float", "low": 0.01, "high": 1.0, "log": True},
+    "ceiling": {"type": "float", "low": 0.5, "high": 1.0},
+    "opt": {"type": "categorical", "choices": ["a", "b"]},
+    "extra": {"type": "int", "low": 1, "high": 3, "when": {"opt": "b"}},
+}
+
+
+def curve(config):
+    """Accuracy climbing to `ceiling` at speed `rate`; checkpoints every iteration."""
+    state = tuner.load_state() or {"it": 0}
+    while state["it"] < 9:
+        state["it"] += 1
+        acc = config["ceiling"] * (1 - math.exp(-config["rate"] * state["it"]))
+        tuner.report({"acc": acc, "loss": 1 - acc}, state=state)
+
+
+def test_asha_prunes_and_optuna_and_mlflow_record_it(ray_cluster, study_dir, mlflow_server):
+    result = tuner.tune(curve, SPACE, metric="acc", mode="max", num_samples=10, max_t=9,
+                        grace_period=1, reduction_factor=3, name="asha",
+                        mlflow_uri=mlflow_server, seed=1, verbose=False)
+    trials = result.trials
+    assert len(trials) == 10
+    pruned = trials[trials.status == "pruned"]
+    completed = trials[trials.status == "completed"]
+    assert len(pruned) >= 3 and len(completed) >= 1
+    assert (pruned.iterations < 9).all() and (completed.iterations == 9).all()
+    assert result.best_metric == completed.acc.max()
+    assert result.best_config["rate"] == completed.loc[completed.acc.idxmax(), "config"]["rate"]
+
+    # Optuna: ASHA's stops are PRUNED with their curve, not COMPLETE with a truncated value.
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        os.path.join(result.path, "optuna_journal.log")))
+    study = optuna.load_study(study_name="asha", storage=storage)
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.PRUNED) == len(pruned)
+    assert states.count(optuna.trial.TrialState.COMPLETE) == len(completed)
+    for t in study.trials:
+        if t.state == optuna.trial.TrialState.PRUNED:
+            steps = sorted(t.intermediate_values)
+            assert steps == list(range(1, steps[-1] + 1)) and steps[-1] < 9
+        else:
+            assert t.value == pytest.approx(completed.acc.max()) or t.value <= completed.acc.max()
+    assert study.best_value == pytest.approx(result.best_metric)
+
+    # MLflow: one parent run, one nested child per trial, metrics by iteration.
+    client = MlflowClient(mlflow_server)
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["tuner.best_acc"] == pytest.approx(result.best_metric)
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    assert len(children) == 10
+    by_run = {r.info.run_id: r for r in children}
+    for _, row in trials.iterrows():
+        run = by_run[row.mlflow_run_id]
+        assert run.data.tags["tuner.status"] == row.status
+        assert run.data.params["rate"] == str(row.config["rate"])
+        history = client.get_metric_history(run.info.run_id, "acc")
+        assert [m.step for m in history] == list(range(1, row.iterations + 1))
+        assert history[-1].value == pytest.approx(row.acc)
+
+
+def crash_once(config):
+    """Crashes the first time it reaches iteration 5; says where each attempt started."""
+    marker = os.path.join(config["dir"], "crashed")
+    state = tuner.load_state() or {"it": 0}
+    with open(os.path.join(config["dir"], "starts"), "a") as f:
+        f.write(f"{state['it']}\n")
+    while state["it"] < 8:
+        if state["it"] == 5 and not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError("simulated crash")
+        state["it"] += 1
+        tuner.report({"acc": state["it"] / 8}, state=state, checkpoint_every=2)
+
+
+def test_a_crashed_trial_resumes_from_its_last_checkpoint(ray_cluster, study_dir):
+    space = {"dir": str(study_dir), "x": {"type": "float", "low": 0, "high": 1}}
+    result = tuner.tune(crash_once, space, metric="acc", num_samples=1, max_t=8,
+                        grace_period=8, max_failures=2, name="crash", verbose=False)
+    row = result.trials.iloc[0]
+    assert row.status == "completed" and row.iterations == 8
+    # Checkpoints at 2 and 4 (every 2): the crash after 5 resumes from 4, not 0.
+    assert (study_dir / "starts").read_text().split() == ["0", "4"]
+    assert row.restarts == 1 and row.restarted_at == [4]
+    assert "simulated crash" in row.error
+
+
+def wrong_metric(config):
+    tuner.report({"accuracy": 0.5})
+
+
+def test_an_unknown_metric_stops_the_study_with_a_clear_error(ray_cluster, study_dir):
+    with pytest.raises(StudyError, match=r"reported \['accuracy'\] but not the study's metric "
+                                         r"'val_accuracy'"):
+        tuner.tune(wrong_metric, {"x": {"type": "float", "low": 0, "high": 1}},
+                   metric="val_accuracy", num_samples=2, name="wrong", verbose=False)
+    record = tuner.TuneResult.load(study_dir / "tuner_results" / "wrong")
+    client = MlflowClient(record.mlflow_uri)
+    assert client.get_run(record.parent_run_id).info.status == "KILLED"
+
+
+def test_an_unreachable_mlflow_fails_before_any_trial(ray_cluster, study_dir):
+    with pytest.raises(StudyError, match="MLflow tracking store 'http://127.0.0.1:9/' is not usable"):
+        tuner.tune(curve, SPACE, metric="acc", num_samples=2, name="nomlflow",
+                   mlflow_uri="http://127.0.0.1:9/", verbose=False)
+    assert not (study_dir / "tuner_results" / "nomlflow").exists()

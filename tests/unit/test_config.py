@@ -1,0 +1,92 @@
+"""Study settings and experiment files: valid ones load, each mistake gets one clear line."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+
+from tuner.config import StudySettings, import_trainable, load_experiment
+from tuner.errors import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def write(tmp_path, text, name="exp.yaml"):
+    (tmp_path / "space.yaml").write_text("lr: {type: float, low: 1.0e-4, high: 0.1, log: true}\n")
+    (tmp_path / "mytrain.py").write_text("def train(config):\n    pass\n")
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_the_shipped_experiment_loads():
+    exp = load_experiment(os.path.join(ROOT, "examples", "digits_mlp.yaml"))
+    assert exp.settings.metric == "val_accuracy"
+    assert exp.settings.max_t == 30 and exp.settings.grace_period == 2
+    assert callable(exp.load_trainable())
+
+
+def test_space_paths_are_relative_to_the_experiment_file(tmp_path, monkeypatch):
+    path = write(tmp_path, """
+        trainable: mytrain:train
+        space: space.yaml
+        metric: acc
+        scheduler: {max_t: 9, grace_period: 3, reduction_factor: 2}
+    """)
+    monkeypatch.chdir("/")
+    exp = load_experiment(path)
+    assert exp.space.names == ("lr",)
+    assert (exp.settings.max_t, exp.settings.grace_period, exp.settings.reduction_factor) == (9, 3, 2)
+    assert exp.load_trainable().__name__ == "train"
+
+
+BAD = [
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nnum_sample: 3\n",
+     "exp.yaml: num_sample: unknown key (did you mean 'num_samples'?)"),
+    ("trainable: mytrain:train\nspace: space.yaml\n", "exp.yaml: metric: is required"),
+    ("trainable: mytrain:train\nspace: nope.yaml\nmetric: acc\n",
+     "exp.yaml: space: file 'nope.yaml' not found"),
+    ("trainable: mytrain\nspace: space.yaml\nmetric: acc\n",
+     "exp.yaml: trainable: must be 'module:function'"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\n"
+     "scheduler: {max_t: 2, grace_period: 5}\n",
+     "exp.yaml: grace_period: must be <= max_t, got grace_period=5, max_t=2"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nscheduler: {max_tt: 2}\n",
+     "exp.yaml: scheduler.max_tt: unknown key (did you mean 'max_t'?)"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nmode: maximize\n",
+     "exp.yaml: mode: must be 'min' or 'max', got 'maximize'"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: tuner.cost_usd\n",
+     "exp.yaml: metric: names starting with `tuner.` are reserved"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nnum_samples: 0\n",
+     "exp.yaml: num_samples: must be an integer >= 1, got 0"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nscheduler: {reduction_factor: 1}\n",
+     "exp.yaml: reduction_factor: must be a number > 1"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nresources_per_trial: {cpu: -1}\n",
+     "exp.yaml: resources_per_trial.cpu: must be a number >= 0, got -1"),
+    ("- just\n- a list\n", "exp.yaml: an experiment file is a mapping"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD, ids=[m[10:50] for _, m in BAD])
+def test_bad_experiments_say_file_key_and_fix(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    assert message in str(info.value)
+
+
+def test_a_trainable_that_cannot_be_imported_is_named(tmp_path):
+    path = write(tmp_path, "trainable: nosuchmodule:train\nspace: space.yaml\nmetric: acc\n")
+    with pytest.raises(ConfigError, match="exp.yaml: trainable: cannot import module 'nosuchmodule'"):
+        load_experiment(path).load_trainable()
+    with pytest.raises(ConfigError, match="module 'mytrain' has no function 'nope'"):
+        import_trainable("mytrain:nope", "exp.yaml", str(tmp_path))
+
+
+def test_api_settings_are_checked_the_same_way():
+    with pytest.raises(ConfigError, match=r"^tune\(\): grace_period: must be <= max_t"):
+        StudySettings(metric="acc", max_t=2, grace_period=3)
+    with pytest.raises(ConfigError, match="max_failures: must be an integer >= 0"):
+        StudySettings(metric="acc", max_failures=-2)

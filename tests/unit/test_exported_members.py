@@ -1,0 +1,17 @@
+"""The public API is what `tuner.__all__` says, and each name resolves."""
+
+import tuner
+
+
+def test_all_names_resolve():
+    for name in tuner.__all__:
+        assert getattr(tuner, name) is not None, name
+
+
+def test_importing_tuner_does_not_import_ray_or_mlflow():
+    import subprocess
+    import sys
+
+    code = "import sys, tuner; print('ray' in sys.modules, 'mlflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
