@@ -26,6 +26,7 @@ from ray.tune import Callback, Checkpoint, CheckpointConfig, FailureConfig, RunC
 from ray.tune import TuneConfig, Tuner
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.stopper import Stopper
 
 from tuner.config import RESERVED_PREFIX, StudySettings
 from tuner.errors import StudyError, TunerError
@@ -106,7 +107,10 @@ class _Search(OptunaSearch):
             step = int(result[ITERATION])
             if step > self._reported.get(trial_id, 0):
                 ot_trial.report(result[self.metric], step)
-        self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+        try:
+            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+        except RuntimeError:  # told before the driver restarted
+            pass
         self._completed_trials.add(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
@@ -174,10 +178,14 @@ class _StudyCallback(Callback):
 
     @property
     def record(self) -> StudyRecord:
+        if not self._live:  # a copy Ray restored without calling setup (the stopper's)
+            self.setup()
         return self._live["record"]
 
     @property
     def tracker(self) -> Tracker:
+        if not self._live:
+            self.setup()
         return self._live["tracker"]
 
     def get_state(self) -> dict:
@@ -187,6 +195,8 @@ class _StudyCallback(Callback):
         self._asha.__dict__.update(state["asha"])
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.finished(trial.trial_id):
+            return
         entry = self.record.trial(trial.trial_id)
         if entry["mlflow_run_id"] is None:
             entry["config"] = dict(trial.config)
@@ -207,8 +217,15 @@ class _StudyCallback(Callback):
         entry["restarting"] = True
         self._save(force=True)
 
+    def finished(self, trial_id: str) -> bool:
+        """Whether the record has this trial's end (it may predate Tune's last snapshot)."""
+        entry = self.record.trials.get(trial_id)
+        return entry is not None and entry["status"] != TrialStatus.RUNNING.value
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
+        if self.finished(trial.trial_id):
+            return  # restarted from a stale snapshot; _FinishedStopper ends it
         entry = self.record.trial(trial.trial_id)
         step = int(result.get(ITERATION, 0))
         if entry.pop("restarting", False):  # first result since a restart: which checkpoint?
@@ -241,8 +258,11 @@ class _StudyCallback(Callback):
         self._save(force=True)
 
     def _end(self, trial: Any, status: TrialStatus) -> None:
+        if self.finished(trial.trial_id):
+            return
         entry = self.record.trial(trial.trial_id)
         entry["status"] = status.value
+        entry["ended_at"] = time.time()
         if entry["mlflow_run_id"]:
             self.tracker.end_run(entry["mlflow_run_id"], status.value,
                                  {"tuner.iterations": entry["iterations"],
@@ -256,6 +276,24 @@ class _StudyCallback(Callback):
             self._live["saved"] = now
         if self._verbose:
             self._live["progress"].show()
+
+
+class _FinishedStopper(Stopper):
+    """Stops a trial the study record says had finished before the driver restarted.
+
+    Tune snapshots its experiment every few seconds; a trial that ended after the last
+    snapshot is started again on resume. Its first result ends it, and the record,
+    Optuna and MLflow keep the outcome they already have.
+    """
+
+    def __init__(self, study: _StudyCallback) -> None:
+        self._study = study
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return self._study.finished(trial_id)
+
+    def stop_all(self) -> bool:
+        return False
 
 
 def user_metrics(result: Mapping[str, Any]) -> dict[str, float]:
@@ -296,7 +334,8 @@ def connect(address: str | None) -> None:
 def _quiet() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # _Search checks it
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3")  # how stale a resume can be  # with verbose=0: no tables
     for name in ("ray.tune", "ray.train", "ray.air"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -334,6 +373,7 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
                      study_name=os.path.basename(experiment_dir),
                      storage=optuna_storage(experiment_dir), seed=settings.seed)
     resources = {k.lower(): v for k, v in settings.resources_per_trial.items()}
+    study = _StudyCallback(experiment_dir, asha, verbose)
     tuner = Tuner(
         tune.with_resources(trainable, resources),
         tune_config=TuneConfig(search_alg=search, scheduler=asha,
@@ -345,7 +385,8 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
             storage_path=os.path.dirname(experiment_dir),
             failure_config=FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=settings.checkpoints_to_keep),
-            callbacks=[_StudyCallback(experiment_dir, asha, verbose)],
+            callbacks=[study],
+            stop=_FinishedStopper(study),
             verbose=0),
     )
     _fit(tuner, experiment_dir)

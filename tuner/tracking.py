@@ -24,6 +24,24 @@ def default_uri() -> str:
     return f"sqlite:///{os.path.abspath('mlflow.db')}"
 
 
+def _probe(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, not after MLflow's minutes of retries, when a server is unreachable."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        pass  # it answered: reachable (a proxy may not serve /health)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise StudyError(f"MLflow tracking store {uri!r} is not usable (unreachable: {reason}); "
+                         f"start the server or pass another mlflow_uri "
+                         f"(e.g. sqlite:///mlflow.db)") from None
+
+
 class Tracker:
     """Writes a study and its trials to an MLflow tracking store."""
 
@@ -31,6 +49,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri or default_uri()
+        _probe(self.uri)
         self._client = MlflowClient(tracking_uri=self.uri)
         try:
             found = self._client.get_experiment_by_name(experiment)
