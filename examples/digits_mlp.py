@@ -79,7 +79,7 @@ def main() -> None:
             reduction_factor=3, max_failures=3, resources_per_trial={"cpu": 1},
             storage_path=args.storage_path, name=args.name, mlflow_uri=args.mlflow_uri,
             seed=0)
-    from tuner.cli import format_table
+    from tuner.summary import format_table
 
     print(format_table(result))
     print(f"\nBest val_accuracy: {result.best_metric:.4f} (trial {result.best_trial_id})")

@@ -18,7 +18,8 @@ from tuner.tracking import Tracker, default_uri
 if TYPE_CHECKING:
     import pandas as pd
 
-TRIAL_COLUMNS = ["trial_id", "status", "iterations", "metric", "best_metric", "restarts",
+TRIAL_COLUMNS = ["trial_id", "status", "iterations", "metric", "best_metric", "cost_usd",
+                 "wasted_usd", "market", "instance_type", "preemptions", "restarts",
                  "restarted_at", "mlflow_run_id", "config", "error"]
 
 
@@ -27,6 +28,7 @@ class TuneResult:
     """What a study found, read back from its record."""
 
     path: str
+    name: str
     metric: str
     mode: str
     best_trial_id: str | None
@@ -35,6 +37,9 @@ class TuneResult:
     mlflow_uri: str
     parent_run_id: str
     trials: pd.DataFrame
+    cost: dict[str, float]  # cost_usd, wasted_usd, useful_usd, idle_usd, cluster_usd, ...
+    cost_to_best_usd: float | None = None
+    stop_reason: str | None = None
 
     @classmethod
     def load(cls, path: str) -> TuneResult:
@@ -166,37 +171,52 @@ def resume(path: str, trainable: Callable[..., Any] | None = None,
 
 
 def _close(path: str, tracker: Tracker) -> None:
-    """Mark the study finished (or interrupted) in its record and its MLflow parent run."""
+    """Mark the study finished (or interrupted); put its totals and plot on the parent run."""
     record = StudyRecord.load(path)
     counts = record.counts()
-    finished = counts["running"] == 0 and len(record.trials) >= record.data["num_samples"]
+    stopped_by_budget = record.data.get("stop_reason") == "budget"
+    finished = counts["running"] == 0 and (
+        len(record.trials) >= record.data["num_samples"] or stopped_by_budget)
     record.data["state"] = "finished" if finished else "interrupted"
     record.save()
-    best = record.best()
+    result = _result(record)
+    parent = record.data["parent_run_id"]
     metrics = {f"tuner.trials_{k}": float(v) for k, v in counts.items()}
-    if best is not None:
-        metrics[f"tuner.best_{record.data['metric']}"] = float(best["metric"])
-    tracker.log_metrics(record.data["parent_run_id"], metrics, step=0)
-    tags = {"tuner.best_trial_id": best["trial_id"] if best else ""}
-    if best is not None:
-        tags.update({f"tuner.best.{k}": v for k, v in best["config"].items()})
-    tracker.end_run(record.data["parent_run_id"],
-                    "completed" if finished else "stopped", tags)
+    metrics.update({f"tuner.{k}": float(v) for k, v in result.cost.items()})
+    if result.best_metric is not None:
+        metrics[f"tuner.best_{result.metric}"] = float(result.best_metric)
+    if result.cost_to_best_usd is not None:
+        metrics["tuner.cost_to_best_usd"] = float(result.cost_to_best_usd)
+    tracker.log_metrics(parent, metrics, step=0)
+    tags = {"tuner.best_trial_id": result.best_trial_id or ""}
+    tags.update({f"tuner.best.{k}": v for k, v in (result.best_config or {}).items()})
+    if not result.trials.empty and result.trials["cost_usd"].gt(0).any():
+        import tempfile
+
+        from tuner.summary import plot_pareto
+
+        with tempfile.TemporaryDirectory() as tmp:
+            tracker.log_artifact(parent, plot_pareto(result, os.path.join(tmp, "pareto.png")))
+    tracker.end_run(parent, "completed" if finished else "stopped", tags)
 
 
 def _result(record: StudyRecord) -> TuneResult:
     import pandas as pd
 
-    rows = [{c: t.get(c) for c in TRIAL_COLUMNS} for t in record.trials.values()]
+    defaults = {"cost_usd": 0.0, "wasted_usd": 0.0, "preemptions": 0}
+    rows = [{c: t.get(c, defaults.get(c)) for c in TRIAL_COLUMNS} for t in record.trials.values()]
     frame = pd.DataFrame(rows, columns=TRIAL_COLUMNS).rename(
         columns={"metric": record.data["metric"], "best_metric": f"best_{record.data['metric']}"})
     best = record.best()
     return TuneResult(
-        path=record.path, metric=record.data["metric"], mode=record.data["mode"],
+        path=record.path, name=record.data["name"], metric=record.data["metric"], mode=record.data["mode"],
         best_trial_id=best["trial_id"] if best else None,
         best_config=dict(best["config"]) if best else None,
         best_metric=best["metric"] if best else None, mlflow_uri=record.data["mlflow_uri"],
-        parent_run_id=record.data["parent_run_id"], trials=frame)
+        parent_run_id=record.data["parent_run_id"], trials=frame,
+        cost=dict(record.data.get("cost", {})),
+        cost_to_best_usd=record.data.get("cost_to_best_usd"),
+        stop_reason=record.data.get("stop_reason"))
 
 
 def _stem(source: str) -> str:

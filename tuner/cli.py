@@ -90,13 +90,16 @@ def _validate(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from tuner.api import TuneResult
 
-    result = TuneResult.load(args.path)
-    print(format_table(result))
+    from tuner.summary import format_table
+
+    print(format_table(TuneResult.load(args.path)))
     return 0
 
 
 def _summary(result: object) -> None:
     from tuner.api import TuneResult
+
+    from tuner.summary import format_table
 
     assert isinstance(result, TuneResult)
     print(format_table(result))
@@ -106,38 +109,6 @@ def _summary(result: object) -> None:
           f"  open it with: mlflow ui --backend-store-uri {result.mlflow_uri}  (or `make ui`)")
     if result.trials["status"].eq("running").any() or result.trials["status"].eq("stopped").any():
         print(f"The study did not finish; continue it with: tuner resume {result.path}")
-
-
-def format_table(result: object) -> str:
-    """The per-trial table, best first."""
-    from tuner.api import TuneResult
-
-    assert isinstance(result, TuneResult)
-    frame = result.trials
-    if frame.empty:
-        return f"{result.path}: no trials yet"
-    ascending = result.mode == "min"
-    frame = frame.sort_values(result.metric, ascending=ascending, na_position="last")
-    keys = sorted({k for cfg in frame["config"] for k in cfg})
-    rows = [["trial", "status", "iters", result.metric, "restarts", *keys]]
-    for _, t in frame.iterrows():
-        value = t[result.metric]
-        rows.append([t["trial_id"], t["status"], str(t["iterations"]),
-                     "" if value is None or value != value else f"{value:.4f}",
-                     str(t["restarts"]), *(_fmt(t["config"].get(k)) for k in keys)])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    counts = frame["status"].value_counts().to_dict()
-    lines.append(f"{len(frame)} trials: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-    return "\n".join(lines)
-
-
-def _fmt(v: object) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
 
 
 _COMMANDS = {"run": _run, "resume": _resume, "validate": _validate, "report": _report}

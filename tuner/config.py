@@ -42,6 +42,13 @@ class StudySettings:
     seed: int | None = 0
     checkpoints_to_keep: int = 2
     ray_address: str | None = None
+    region: str = "us-east-1"
+    default_instance_type: str = "m5.large"  # prices nodes that carry no labels
+    default_market: str = "on-demand"
+    prices: str | None = None  # a price CSV replacing the shipped catalog
+    budget_usd: float | None = None
+    budget_alerts: tuple[float, ...] = (50, 80, 100)  # percent of budget_usd
+    seconds_per_iteration: float | None = None  # for `tuner estimate`
 
     def __post_init__(self) -> None:
         self.validate("tune()")
@@ -88,7 +95,31 @@ class StudySettings:
             raise bad("name", f"must be letters, digits, '.', '_' or '-', got {self.name!r}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise bad("seed", f"must be an integer or null, got {self.seed!r}")
-        for key in ("mlflow_uri", "mlflow_experiment", "ray_address"):
+        b = self.budget_usd
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float)) or b <= 0):
+            raise bad("budget_usd", f"must be a number of dollars > 0 (or null for no budget), "
+                      f"got {b!r}")
+        alerts = self.budget_alerts
+        if not isinstance(alerts, (list, tuple)) or not all(
+                isinstance(a, (int, float)) and not isinstance(a, bool) and 0 < a <= 100
+                for a in alerts):
+            raise bad("budget_alerts", f"must be a list of percentages in (0, 100], e.g. "
+                      f"[50, 80, 100], got {alerts!r}")
+        spi = self.seconds_per_iteration
+        if spi is not None and (isinstance(spi, bool) or not isinstance(spi, (int, float))
+                                or spi <= 0):
+            raise bad("seconds_per_iteration", f"must be a number of seconds > 0, got {spi!r}")
+        from tuner.cost.catalog import Market, PriceCatalog
+
+        Market.parse(self.default_market, source)
+        try:
+            PriceCatalog.load(self.prices).get(self.default_instance_type, self.region)
+        except ConfigError as exc:
+            key = {"region": "region", "instance_type": "default_instance_type"}.get(exc.key)
+            if key is None:  # the price file itself is bad
+                raise
+            raise bad(key, exc.message) from None
+        for key in ("mlflow_uri", "mlflow_experiment", "ray_address", "prices"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value):
                 raise bad(key, f"must be a non-empty string or null, got {value!r}")
@@ -165,9 +196,14 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
 
 def settings_from(values: Mapping[str, Any], source: str) -> StudySettings:
     """Build settings, attributing any error to ``source`` (a file name or ``tune()``)."""
+    values = dict(values)
+    if isinstance(values.get("budget_alerts"), list):
+        values["budget_alerts"] = tuple(values["budget_alerts"])
     try:
         return StudySettings(**values)
     except ConfigError as exc:
+        if exc.source != "tune()":  # an error in another file (a price CSV) names that file
+            raise
         raise ConfigError(source, exc.key, exc.message) from None
 
 

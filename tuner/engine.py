@@ -30,17 +30,18 @@ from ray.tune.stopper import Stopper
 
 from tuner.config import RESERVED_PREFIX, StudySettings
 from tuner.errors import StudyError, TunerError
-from tuner.record import OPTUNA_JOURNAL, StudyRecord, TrialStatus
+from tuner.record import OPTUNA_JOURNAL, TrialStatus
 from tuner.search_space import SearchSpace
-from tuner.tracking import Tracker
+from tuner.study import StudyBook
 
 ITERATION = "training_iteration"
+NODE_ID = "node_id"
 # Keys Ray Tune adds to every result; everything else is the trainable's own metrics.
 _RAY_KEYS = {
     "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "date", "pid",
     "hostname", "node_ip", "time_since_restore", "iterations_since_restore", "done",
     "trial_id", "experiment_id", "experiment_tag", "config", "checkpoint_dir_name",
-    "should_checkpoint", "episodes_total", "timesteps_total", "timesteps_since_restore",
+    "should_checkpoint", "node_id", "episodes_total", "timesteps_total", "timesteps_since_restore",
 }
 
 
@@ -91,6 +92,11 @@ class _Search(OptunaSearch):
                 f"trial {trial_id} reported {mine or 'no metrics'} but not the study's metric "
                 f"{self.metric!r}; report it (tune.report({{{self.metric!r}: ...}})) or set "
                 f"metric to one of the reported names")
+        reserved = sorted(k for k in result if k.startswith(RESERVED_PREFIX))
+        if reserved:
+            raise StudyError(
+                f"trial {trial_id} reported {reserved}: metric names starting with "
+                f"`{RESERVED_PREFIX}` are reserved for tuner's own; rename them")
         step = int(result[ITERATION])
         if step <= self._reported.get(trial_id, 0) or trial_id in self._completed_trials:
             return  # a re-run iteration after a restore: Optuna already has this step
@@ -132,61 +138,29 @@ class _Search(OptunaSearch):
                 self._ot_study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
 
 
-class _Progress:
-    """One line of study progress at a time, instead of Ray's result tables."""
-
-    def __init__(self, record: StudyRecord, total: int, interval_s: float = 15.0) -> None:
-        self._record, self._total, self._interval = record, total, interval_s
-        self._last_line, self._last_time = "", 0.0
-        self._last_key: tuple = ()
-
-    def show(self) -> None:
-        c = self._record.counts()
-        best = self._record.best()
-        finished = c["completed"] + c["pruned"] + c["failed"] + c["stopped"]
-        line = (f"[tuner] {finished}/{self._total} trials done: {c['completed']} completed, "
-                f"{c['pruned']} pruned, {c['failed']} failed; {c['running']} running")
-        if best is not None:
-            line += f" | best {self._record.data['metric']}={best['metric']:.4g} ({best['trial_id']})"
-        key = (finished, None if best is None else best["trial_id"])
-        now = time.monotonic()
-        if key != self._last_key or (line != self._last_line and
-                                     now - self._last_time >= self._interval):
-            print(line, flush=True)
-            self._last_key, self._last_line, self._last_time = key, line, now
+_BOOKS: dict[str, StudyBook] = {}  # experiment dir -> the driver's live bookkeeping
 
 
 class _StudyCallback(Callback):
-    """Keeps the study record and MLflow in step with Tune; saves ASHA with the experiment.
+    """Feeds Tune's events to the study's :class:`StudyBook`; saves ASHA with the experiment.
 
-    Live objects (tracker, record) are made in ``setup`` so that the copy Ray pickles
-    with the experiment comes back to life on ``Tuner.restore``.
+    Ray pickles this object with the experiment and may restore more than one copy
+    (the stopper holds one), so the live bookkeeping sits in ``_BOOKS``, one per study.
     """
 
     def __init__(self, experiment_dir: str, asha: _Asha, verbose: bool) -> None:
         self._dir, self._asha, self._verbose = experiment_dir, asha, verbose
-        self._live: dict[str, Any] = {}
+        self._nodes_polled = 0.0
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_live": {}}
+    @property
+    def book(self) -> StudyBook:
+        if self._dir not in _BOOKS:
+            _BOOKS[self._dir] = StudyBook(self._dir, verbose=self._verbose)
+        return _BOOKS[self._dir]
 
     def setup(self, **info: Any) -> None:
-        record = StudyRecord.load(self._dir)
-        tracker = Tracker(record.data["mlflow_uri"], record.data["mlflow_experiment"])
-        self._live = {"record": record, "tracker": tracker, "saved": 0.0,
-                      "progress": _Progress(record, record.data["num_samples"])}
-
-    @property
-    def record(self) -> StudyRecord:
-        if not self._live:  # a copy Ray restored without calling setup (the stopper's)
-            self.setup()
-        return self._live["record"]
-
-    @property
-    def tracker(self) -> Tracker:
-        if not self._live:
-            self.setup()
-        return self._live["tracker"]
+        _BOOKS.pop(self._dir, None)
+        self._poll_nodes(force=True)
 
     def get_state(self) -> dict:
         return {"asha": dict(self._asha.__dict__)}
@@ -194,92 +168,47 @@ class _StudyCallback(Callback):
     def set_state(self, state: dict) -> None:
         self._asha.__dict__.update(state["asha"])
 
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        self._poll_nodes()
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if self.finished(trial.trial_id):
-            return
-        entry = self.record.trial(trial.trial_id)
-        if entry["mlflow_run_id"] is None:
-            entry["config"] = dict(trial.config)
-            entry["mlflow_run_id"] = self.tracker.start_trial(
-                self.record.data["parent_run_id"], self.record.data["name"], trial.trial_id,
-                trial.config)
-        elif not entry.get("restarting"):  # started again by `tuner resume`
-            entry["restarts"] += 1
-            entry["restarting"] = True
-        entry["status"] = TrialStatus.RUNNING.value
-        self._save(force=True)
+        if not self.book.finished(trial.trial_id):
+            self.book.trial_started(trial.trial_id, trial.config)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """The trial failed and will be retried from its last checkpoint."""
-        entry = self.record.trial(trial.trial_id)
-        entry["error"] = _error_line(trial)
-        entry["restarts"] += 1
-        entry["restarting"] = True
-        self._save(force=True)
-
-    def finished(self, trial_id: str) -> bool:
-        """Whether the record has this trial's end (it may predate Tune's last snapshot)."""
-        entry = self.record.trials.get(trial_id)
-        return entry is not None and entry["status"] != TrialStatus.RUNNING.value
+        self.book.trial_recovering(trial.trial_id, _error_line(trial))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
-        if self.finished(trial.trial_id):
-            return  # restarted from a stale snapshot; _FinishedStopper ends it
-        entry = self.record.trial(trial.trial_id)
-        step = int(result.get(ITERATION, 0))
-        if entry.pop("restarting", False):  # first result since a restart: which checkpoint?
-            entry["restarted_at"].append(step - 1)
-        entry["iterations"] = step
-        metrics = user_metrics(result)
-        metric = self.record.data["metric"]
-        if metric in metrics:
-            value = metrics[metric]
-            entry["metric"] = value
-            sign = 1 if self.record.data["mode"] == "max" else -1
-            if entry["best_metric"] is None or sign * value > sign * entry["best_metric"]:
-                entry["best_metric"] = value
-        self.tracker.log_metrics(entry["mlflow_run_id"], metrics, step)
-        self._save()
+        if self.book.finished(trial.trial_id):
+            return  # restarted from a stale snapshot; the stopper ends it
+        node_id = result.get(NODE_ID)
+        if node_id and not self.book.knows_node(node_id):
+            self._poll_nodes(force=True)
+        self.book.trial_result(trial.trial_id, int(result.get(ITERATION, 0)),
+                               user_metrics(result), node_id,
+                               float(result.get("time_this_iter_s") or 0.0))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        status = TrialStatus.PRUNED if trial.trial_id in self._asha.pruned else TrialStatus.COMPLETED
-        self._end(trial, status)
+        pruned = trial.trial_id in self._asha.pruned
+        self.book.trial_ended(trial.trial_id, TrialStatus.PRUNED if pruned else TrialStatus.COMPLETED)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.record.trial(trial.trial_id)["error"] = _error_line(trial)
-        self._end(trial, TrialStatus.FAILED)
+        self.book.trial_ended(trial.trial_id, TrialStatus.FAILED, _error_line(trial))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        for trial in trials:
-            entry = self.record.trials.get(trial.trial_id)
-            if entry and entry["status"] == TrialStatus.RUNNING.value:
-                self._end(trial, TrialStatus.STOPPED)
-        self._save(force=True)
+        self._poll_nodes(force=True)
+        self.book.experiment_ended([t.trial_id for t in trials])
 
-    def _end(self, trial: Any, status: TrialStatus) -> None:
-        if self.finished(trial.trial_id):
-            return
-        entry = self.record.trial(trial.trial_id)
-        entry["status"] = status.value
-        entry["ended_at"] = time.time()
-        if entry["mlflow_run_id"]:
-            self.tracker.end_run(entry["mlflow_run_id"], status.value,
-                                 {"tuner.iterations": entry["iterations"],
-                                  "tuner.restarts": entry["restarts"]})
-        self._save(force=True)
-
-    def _save(self, force: bool = False) -> None:
+    def _poll_nodes(self, force: bool = False) -> None:
         now = time.monotonic()
-        if force or now - self._live["saved"] > 1.0:
-            self.record.save()
-            self._live["saved"] = now
-        if self._verbose:
-            self._live["progress"].show()
+        if force or now - self._nodes_polled > 2.0:
+            self.book.nodes_seen(ray.nodes())
+            self._nodes_polled = now
 
 
-class _FinishedStopper(Stopper):
-    """Stops a trial the study record says had finished before the driver restarted.
+class _StudyStopper(Stopper):
+    """Ends trials the record says had finished, and the study when the budget is spent.
 
     Tune snapshots its experiment every few seconds; a trial that ended after the last
     snapshot is started again on resume. Its first result ends it, and the record,
@@ -290,10 +219,28 @@ class _FinishedStopper(Stopper):
         self._study = study
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        return self._study.finished(trial_id)
+        return self._study.book.finished(trial_id)
 
     def stop_all(self) -> bool:
-        return False
+        return self._study.book.over_budget()
+
+
+class _NodeIdMixin:
+    """Adds the Ray node a trial runs on to each result, so the driver can price it."""
+
+    def get_auto_filled_metrics(self, *args: Any, **kwargs: Any) -> dict:
+        metrics = super().get_auto_filled_metrics(*args, **kwargs)  # type: ignore[misc]
+        metrics[NODE_ID] = ray.get_runtime_context().get_node_id()
+        return metrics
+
+
+def _with_node_id(trainable: Callable[..., Any]) -> Callable[..., Any]:
+    def trial(config: dict) -> Any:
+        return trainable(config)
+
+    trial.__name__ = getattr(trainable, "__name__", "trial")
+    trial.__mixins__ = (_NodeIdMixin,)  # type: ignore[attr-defined]
+    return trial
 
 
 def user_metrics(result: Mapping[str, Any]) -> dict[str, float]:
@@ -375,7 +322,7 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
     resources = {k.lower(): v for k, v in settings.resources_per_trial.items()}
     study = _StudyCallback(experiment_dir, asha, verbose)
     tuner = Tuner(
-        tune.with_resources(trainable, resources),
+        tune.with_resources(_with_node_id(trainable), resources),
         tune_config=TuneConfig(search_alg=search, scheduler=asha,
                                num_samples=settings.num_samples,
                                max_concurrent_trials=settings.max_concurrent_trials,
@@ -386,7 +333,7 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
             failure_config=FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=settings.checkpoints_to_keep),
             callbacks=[study],
-            stop=_FinishedStopper(study),
+            stop=_StudyStopper(study),
             verbose=0),
     )
     _fit(tuner, experiment_dir)
@@ -403,7 +350,7 @@ def resume_study(trainable: Callable[..., Any], experiment_dir: str, resources: 
                          f"died before its first checkpoint); start the study again with "
                          f"`tuner run`")
     resources = {k.lower(): v for k, v in resources.items()}
-    tuner = Tuner.restore(experiment_dir, tune.with_resources(trainable, resources),
+    tuner = Tuner.restore(experiment_dir, tune.with_resources(_with_node_id(trainable), resources),
                           resume_unfinished=True, resume_errored=False)
     _fit(tuner, experiment_dir)
 

@@ -92,11 +92,16 @@ class Tracker:
 
     def end_run(self, run_id: str, status: str, tags: Mapping[str, Any] = {}) -> None:
         """Close a run; ``status`` is one of completed, pruned, failed, stopped, running."""
-        self._client.set_tag(run_id, "tuner.status", status)
-        for k, v in tags.items():
-            self._client.set_tag(run_id, k, str(v))
+        self.set_tags(run_id, {"tuner.status": status, **tags})
         if status != "running":
             self._client.set_terminated(run_id, _STATUS[status])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        for k, v in tags.items():
+            self._client.set_tag(run_id, k, str(v))
+
+    def log_artifact(self, run_id: str, path: str) -> None:
+        self._client.log_artifact(run_id, path)
 
     def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param

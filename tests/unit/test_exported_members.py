@@ -15,3 +15,13 @@ def test_importing_tuner_does_not_import_ray_or_mlflow():
     code = "import sys, tuner; print('ray' in sys.modules, 'mlflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_no_submodule_shadows_a_public_function():
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(tuner.__path__):
+        importlib.import_module(f"tuner.{info.name}")
+    for name in ("tune", "resume", "report", "load_state"):
+        assert callable(getattr(tuner, name)), name

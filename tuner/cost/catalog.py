@@ -1,0 +1,138 @@
+"""The price catalog: per instance type and region, on-demand and typical spot $/hour.
+
+Shipped as ``prices.csv`` beside this module; every row says where its prices come
+from and when. A user's own file of the same columns replaces it (``prices:`` in the
+experiment file), and live spot prices (:mod:`tuner.cost.live`) override its spot column.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from tuner.errors import ConfigError, did_you_mean
+
+DEFAULT_CATALOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prices.csv")
+COLUMNS = ("instance_type", "region", "vcpus", "gpus", "memory_gib", "on_demand_usd_hour",
+           "spot_usd_hour", "on_demand_source", "spot_source", "date")
+
+
+class Market(str, Enum):
+    SPOT = "spot"
+    ON_DEMAND = "on-demand"
+
+    @classmethod
+    def parse(cls, value: str, source: str = "market") -> Market:
+        try:
+            return cls(value)
+        except ValueError:
+            raise ConfigError(source, "default_market" if source != "market" else "market", f"must be 'spot' or 'on-demand', got {value!r}"
+                              f"{did_you_mean(value, [m.value for m in cls])}") from None
+
+
+@dataclass(frozen=True)
+class InstancePrice:
+    instance_type: str
+    region: str
+    vcpus: int
+    gpus: int
+    on_demand_usd_hour: float
+    spot_usd_hour: float
+    on_demand_source: str
+    spot_source: str
+    date: str
+
+    def hourly(self, market: Market) -> float:
+        return self.spot_usd_hour if market is Market.SPOT else self.on_demand_usd_hour
+
+    def source(self, market: Market) -> str:
+        text = self.spot_source if market is Market.SPOT else self.on_demand_source
+        return f"{text} ({self.date})"
+
+
+class PriceCatalog:
+    """Prices by (instance type, region)."""
+
+    def __init__(self, prices: Mapping[tuple[str, str], InstancePrice], path: str) -> None:
+        self._prices = dict(prices)
+        self.path = path
+
+    @classmethod
+    def load(cls, path: str | None = None) -> PriceCatalog:
+        """Read a catalog CSV; a missing column or a bad price names the file, line and fix."""
+        path = path or DEFAULT_CATALOG
+        source = os.path.basename(path)
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+                if missing:
+                    raise ConfigError(source, missing[0], f"column missing; a price file has the "
+                                      f"columns {', '.join(COLUMNS)}")
+                prices = {}
+                for line, row in enumerate(reader, start=2):
+                    price = _row(source, line, row)
+                    prices[(price.instance_type, price.region)] = price
+        except FileNotFoundError:
+            raise ConfigError(path, "", "price file not found") from None
+        if not prices:
+            raise ConfigError(source, "", "no prices in the file")
+        return cls(prices, path)
+
+    @property
+    def regions(self) -> list[str]:
+        return sorted({r for _, r in self._prices})
+
+    @property
+    def instance_types(self) -> list[str]:
+        return sorted({t for t, _ in self._prices})
+
+    def get(self, instance_type: str, region: str) -> InstancePrice:
+        price = self._prices.get((instance_type, region))
+        if price is not None:
+            return price
+        if region not in self.regions:
+            raise ConfigError(os.path.basename(self.path), "region", f"no prices for region "
+                              f"{region!r}{did_you_mean(region, self.regions)}; known: "
+                              f"{', '.join(self.regions)}")
+        raise ConfigError(os.path.basename(self.path), "instance_type", f"no price for "
+                          f"{instance_type!r} in {region}{did_you_mean(instance_type, self.instance_types)}"
+                          f"; add a row to the price file or pick a listed type")
+
+    def __iter__(self):
+        return iter(sorted(self._prices.values(), key=lambda p: (p.region, p.instance_type)))
+
+    def with_spot_prices(self, spot: Mapping[tuple[str, str], tuple[float, str]]) -> PriceCatalog:
+        """A copy whose spot prices are replaced: (type, region) -> (usd/hour, source)."""
+        prices = dict(self._prices)
+        for key, (usd, source) in spot.items():
+            if key in prices:
+                prices[key] = replace(prices[key], spot_usd_hour=usd, spot_source=source)
+        return PriceCatalog(prices, self.path)
+
+
+def _row(source: str, line: int, row: Mapping[str, str]) -> InstancePrice:
+    def number(key: str, kind: type = float) -> float:
+        try:
+            value = kind(row[key])
+        except (TypeError, ValueError):
+            raise ConfigError(source, f"line {line}: {key}", f"must be a number, got "
+                              f"{row[key]!r}") from None
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(source, f"line {line}: {key}", f"must be >= 0, got {row[key]}; "
+                              f"fix the price")
+        return value
+
+    for key in ("instance_type", "region", "on_demand_source", "spot_source", "date"):
+        if not (row.get(key) or "").strip():
+            raise ConfigError(source, f"line {line}: {key}", "is empty; every price needs its "
+                              "instance type, region, source and date")
+    return InstancePrice(row["instance_type"].strip(), row["region"].strip(),
+                         int(number("vcpus", int)), int(number("gpus", int)),
+                         number("on_demand_usd_hour"), number("spot_usd_hour"),
+                         row["on_demand_source"].strip(), row["spot_source"].strip(),
+                         row["date"].strip())

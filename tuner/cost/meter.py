@@ -1,0 +1,148 @@
+"""The cost meter: dollars from node-seconds, with waste and idle time accounted.
+
+Pure bookkeeping with time passed in (seconds on any one clock), so simulations and
+tests run it without sleeping. For each reported iteration a trial is charged::
+
+    seconds x node $/hour / 3600 x share      (share = trial GPUs / node GPUs, else CPUs)
+
+An iteration charged a second time (a restart from an older checkpoint re-ran it)
+moves its first charge to *wasted*. A node's uptime not covered by any trial is *idle*,
+computed from the busy intervals, so ``useful + wasted + idle == cluster`` is a check
+on the measurements, not an identity by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tuner.cost.catalog import Market
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    node_id: str
+    instance_type: str
+    region: str
+    market: Market
+    usd_per_hour: float
+    cpus: float
+    gpus: float = 0.0
+    on_demand_usd_per_hour: float = 0.0  # what the same node costs on demand
+    zone: str | None = None
+    labelled: bool = True  # False: priced by the study's default instance type
+
+
+@dataclass
+class TrialCost:
+    cost_usd: float = 0.0  # everything it was charged, waste included
+    wasted_usd: float = 0.0
+    on_demand_usd: float = 0.0  # the same node-seconds at on-demand prices
+    iterations: dict[int, float] = field(default_factory=dict)  # latest charge per iteration
+    markets: set[str] = field(default_factory=set)
+    instance_types: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Node:
+    info: NodeInfo
+    up: float
+    down: float | None = None
+    busy: list[tuple[float, float, float]] = field(default_factory=list)  # (start, end, share)
+
+
+class CostMeter:
+    def __init__(self) -> None:
+        self._nodes: dict[str, _Node] = {}
+        self.trials: dict[str, TrialCost] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the study record (JSON), restored by :meth:`from_dict`."""
+        return {
+            "nodes": {k: {"info": {**asdict(n.info), "market": n.info.market.value},
+                          "up": n.up, "down": n.down, "busy": n.busy}
+                      for k, n in self._nodes.items()},
+            "trials": {k: {**asdict(t), "iterations": {str(i): v for i, v in t.iterations.items()},
+                           "markets": sorted(t.markets), "instance_types": sorted(t.instance_types)}
+                       for k, t in self.trials.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CostMeter:
+        meter = cls()
+        for k, n in data.get("nodes", {}).items():
+            info = NodeInfo(**{**n["info"], "market": Market(n["info"]["market"])})
+            meter._nodes[k] = _Node(info, n["up"], n["down"], [tuple(b) for b in n["busy"]])
+        for k, t in data.get("trials", {}).items():
+            meter.trials[k] = TrialCost(
+                t["cost_usd"], t["wasted_usd"], t["on_demand_usd"],
+                {int(i): v for i, v in t["iterations"].items()}, set(t["markets"]),
+                set(t["instance_types"]))
+        return meter
+
+    @property
+    def live_nodes(self) -> list[str]:
+        return [k for k, n in self._nodes.items() if n.down is None]
+
+    def node_up(self, node: NodeInfo, at: float) -> None:
+        if node.node_id not in self._nodes:
+            self._nodes[node.node_id] = _Node(node, at)
+
+    def node_down(self, node_id: str, at: float) -> None:
+        node = self._nodes.get(node_id)
+        if node is not None and node.down is None:
+            node.down = at
+
+    def node(self, node_id: str) -> NodeInfo | None:
+        node = self._nodes.get(node_id)
+        return node.info if node else None
+
+    def charge(self, trial_id: str, node_id: str, iteration: int, seconds: float, end: float,
+               cpus: float = 1.0, gpus: float = 0.0) -> float:
+        """Charge one iteration that ran ``seconds`` up to time ``end``; returns its $."""
+        node = self._nodes[node_id]
+        info = node.info
+        share = gpus / info.gpus if gpus and info.gpus else (cpus / info.cpus if info.cpus else 1.0)
+        share = min(share, 1.0)
+        usd = max(seconds, 0.0) * info.usd_per_hour / 3600.0 * share
+        trial = self.trials.setdefault(trial_id, TrialCost())
+        if iteration in trial.iterations:  # re-run after a restart: the first run was lost
+            trial.wasted_usd += trial.iterations[iteration]
+        trial.iterations[iteration] = usd
+        trial.cost_usd += usd
+        trial.on_demand_usd += usd * (info.on_demand_usd_per_hour or info.usd_per_hour) / \
+            info.usd_per_hour if info.usd_per_hour else 0.0
+        trial.markets.add(info.market.value)
+        trial.instance_types.add(info.instance_type)
+        node.busy.append((end - seconds, end, share))
+        return usd
+
+    def totals(self, now: float) -> dict[str, float]:
+        """Study totals in $: cost (all charged), wasted, useful, idle, cluster, on-demand equiv."""
+        cost = sum(t.cost_usd for t in self.trials.values())
+        wasted = sum(t.wasted_usd for t in self.trials.values())
+        cluster = idle = 0.0
+        for node in self._nodes.values():
+            end = node.down if node.down is not None else now
+            rate = node.info.usd_per_hour / 3600.0
+            cluster += (end - node.up) * rate
+            idle += _idle_seconds(node.up, end, node.busy) * rate
+        on_demand = sum(t.on_demand_usd for t in self.trials.values())
+        return {"cost_usd": cost, "wasted_usd": wasted, "useful_usd": cost - wasted,
+                "idle_usd": idle, "cluster_usd": cluster, "on_demand_equiv_usd": on_demand,
+                "savings_pct": 100.0 * (1 - cost / on_demand) if on_demand else 0.0}
+
+
+def _idle_seconds(up: float, down: float, busy: list[tuple[float, float, float]]) -> float:
+    """Node-seconds in [up, down] not used: the integral of max(0, 1 - busy share)."""
+    events: list[tuple[float, float]] = []
+    for start, end, share in busy:
+        start, end = max(start, up), min(end, down)
+        if end > start:
+            events += [(start, share), (end, -share)]
+    events.sort()
+    idle, level, t = 0.0, 0.0, up
+    for time, delta in events:
+        idle += (time - t) * max(0.0, 1.0 - level)
+        level, t = level + delta, time
+    return idle + (down - t) * max(0.0, 1.0 - level)

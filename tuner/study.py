@@ -1,0 +1,236 @@
+"""The driver's bookkeeping for one study, free of Ray: record, MLflow, cost, budget.
+
+The engine's Tune callback turns Tune events into calls on :class:`StudyBook`; time
+and the cluster's node list are passed in, so the same code is driven by tests
+without a cluster.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from tuner.cost.catalog import Market, PriceCatalog
+from tuner.cost.meter import CostMeter
+from tuner.cost.nodes import launched_at, node_info
+from tuner.record import StudyRecord, TrialStatus
+from tuner.tracking import Tracker
+
+_FINAL = {s.value for s in TrialStatus} - {TrialStatus.RUNNING.value}
+
+
+class _Progress:
+    """One line of study progress at a time, instead of Ray's result tables."""
+
+    def __init__(self, record: StudyRecord, interval_s: float = 15.0,
+                 emit: Callable[[str], None] = print) -> None:
+        self._record, self._interval, self._emit = record, interval_s, emit
+        self._last_line, self._last_time, self._last_key = "", 0.0, ()
+
+    def show(self) -> None:
+        c = self._record.counts()
+        best = self._record.best()
+        finished = c["completed"] + c["pruned"] + c["failed"] + c["stopped"]
+        line = (f"[tuner] {finished}/{self._record.data['num_samples']} trials done: "
+                f"{c['completed']} completed, {c['pruned']} pruned, {c['failed']} failed; "
+                f"{c['running']} running")
+        if best is not None:
+            line += f" | best {self._record.data['metric']}={best['metric']:.4g} ({best['trial_id']})"
+        cost = self._record.data.get("cost", {}).get("cost_usd")
+        if cost is not None:
+            line += f" | ${cost:.4g} spent"
+        key = (finished, None if best is None else best["trial_id"])
+        now = time.monotonic()
+        if key != self._last_key or (line != self._last_line and
+                                     now - self._last_time >= self._interval):
+            self._emit(line)
+            self._last_key, self._last_line, self._last_time = key, line, now
+
+
+class StudyBook:
+    """Record, MLflow runs, cost meter and budget of one study, kept in step."""
+
+    def __init__(self, path: str, verbose: bool = True,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.record = StudyRecord.load(path)
+        data = self.record.data
+        self.tracker = Tracker(data["mlflow_uri"], data["mlflow_experiment"])
+        self.meter = CostMeter.from_dict(data.get("meter", {}))
+        settings = data["settings"]
+        self._catalog = PriceCatalog.load(settings.get("prices"))
+        self._defaults = (settings.get("default_instance_type", "m5.large"),
+                          Market(settings.get("default_market", "on-demand")),
+                          settings.get("region", "us-east-1"))
+        resources = {k.lower(): float(v) for k, v in
+                     settings.get("resources_per_trial", {"cpu": 1}).items()}
+        self._cpus, self._gpus = resources.get("cpu", 1.0), resources.get("gpu", 0.0)
+        self._budget = settings.get("budget_usd")
+        self._alerts = sorted(settings.get("budget_alerts", (50, 80, 100)))
+        self._clock = clock
+        self._verbose = verbose
+        self._progress = _Progress(self.record)
+        self._saved = 0.0
+        self._max_iteration_usd = 0.0
+        self._warned_unlabelled = False
+
+    # --- nodes and money ---------------------------------------------------------------
+
+    def nodes_seen(self, nodes: Sequence[Mapping[str, Any]]) -> None:
+        """Update node lifetimes from a ``ray.nodes()`` listing."""
+        now = self._clock()
+        alive = set()
+        for node in nodes:
+            if not node.get("Alive", True):
+                self.meter.node_down(node["NodeID"], now)
+                continue
+            alive.add(node["NodeID"])
+            if self.meter.node(node["NodeID"]) is None:
+                info = node_info(node, self._catalog, *self._defaults)
+                if not info.labelled and not self._warned_unlabelled:
+                    self._warned_unlabelled = True
+                    self._say(f"[tuner] warning: node {info.node_id[:8]} has no tuner.io/ labels; "
+                              f"pricing unlabelled nodes as {info.instance_type} "
+                              f"{info.market.value} in {info.region} (default_instance_type, "
+                              f"default_market, region)")
+                self.meter.node_up(info, launched_at(node) or now)
+        for node_id in self.meter.live_nodes:
+            if node_id not in alive:
+                self.meter.node_down(node_id, now)
+
+    def knows_node(self, node_id: str) -> bool:
+        return self.meter.node(node_id) is not None
+
+    def over_budget(self) -> bool:
+        """True once the next iteration could take spending past ``budget_usd``."""
+        if not self._budget:
+            return False
+        spent = self.record.data.get("cost", {}).get("cost_usd", 0.0)
+        if spent + self._max_iteration_usd < self._budget:
+            return False
+        if self.record.data.get("stop_reason") != "budget":
+            self.record.data["stop_reason"] = "budget"
+            self._say(f"[tuner] budget: ${spent:.4f} of ${self._budget:g} spent; the next "
+                      f"iteration could pass it, so the study stops scheduling work")
+            self.tracker.set_tags(self.record.data["parent_run_id"], {"tuner.stop_reason": "budget"})
+            self.save(force=True)
+        return True
+
+    # --- trial events --------------------------------------------------------------------
+
+    def finished(self, trial_id: str) -> bool:
+        """Whether the record has this trial's end (it may predate Tune's last snapshot)."""
+        entry = self.record.trials.get(trial_id)
+        return entry is not None and entry["status"] in _FINAL
+
+    def trial_started(self, trial_id: str, config: Mapping[str, Any]) -> None:
+        entry = self.record.trial(trial_id)
+        if entry["mlflow_run_id"] is None:
+            entry["config"] = dict(config)
+            entry["mlflow_run_id"] = self.tracker.start_trial(
+                self.record.data["parent_run_id"], self.record.data["name"], trial_id, config)
+        elif not entry.get("restarting"):  # started again by `tuner resume`
+            entry["restarts"] += 1
+            entry["restarting"] = True
+        entry["status"] = TrialStatus.RUNNING.value
+        self.save(force=True)
+
+    def trial_recovering(self, trial_id: str, error: str) -> None:
+        """The trial failed and will be retried from its last checkpoint."""
+        entry = self.record.trial(trial_id)
+        entry["error"] = error
+        entry["restarts"] += 1
+        entry["restarting"] = True
+        self.save(force=True)
+
+    def trial_result(self, trial_id: str, step: int, metrics: Mapping[str, float],
+                     node_id: str | None, seconds: float) -> None:
+        entry = self.record.trial(trial_id)
+        if entry.pop("restarting", False):  # first result since a restart: which checkpoint?
+            entry["restarted_at"].append(step - 1)
+        entry["iterations"] = step
+        metric = self.record.data["metric"]
+        if metric in metrics:
+            value = metrics[metric]
+            entry["metric"] = value
+            sign = 1 if self.record.data["mode"] == "max" else -1
+            if entry["best_metric"] is None or sign * value > sign * entry["best_metric"]:
+                entry["best_metric"] = value
+        logged = dict(metrics)
+        if node_id is not None and self.knows_node(node_id):
+            usd = self.meter.charge(trial_id, node_id, step, seconds, end=self._clock(),
+                                    cpus=self._cpus, gpus=self._gpus)
+            self._max_iteration_usd = max(self._max_iteration_usd, usd)
+            cost = self.meter.trials[trial_id]
+            info = self.meter.node(node_id)
+            entry.update(cost_usd=cost.cost_usd, wasted_usd=cost.wasted_usd,
+                         market=info.market.value, instance_type=info.instance_type)
+            logged["tuner.cost_usd"] = cost.cost_usd
+            self._update_totals()
+            if metric in metrics and self._is_new_best(metrics[metric]):
+                self.record.data["cost_to_best_usd"] = self.record.data["cost"]["cost_usd"]
+        self.tracker.log_metrics(entry["mlflow_run_id"], logged, step)
+        self.save()
+
+    def trial_ended(self, trial_id: str, status: TrialStatus, error: str | None = None) -> None:
+        if self.finished(trial_id):
+            return
+        entry = self.record.trial(trial_id)
+        entry["status"] = status.value
+        entry["ended_at"] = self._clock()
+        if error:
+            entry["error"] = error
+        if entry["mlflow_run_id"]:
+            run = entry["mlflow_run_id"]
+            self.tracker.log_metrics(run, {
+                "tuner.cost_usd": entry.get("cost_usd", 0.0),
+                "tuner.wasted_usd": entry.get("wasted_usd", 0.0),
+                "tuner.preemptions": float(entry.get("preemptions", 0))}, entry["iterations"])
+            self.tracker.end_run(run, status.value, {
+                "tuner.iterations": entry["iterations"], "tuner.restarts": entry["restarts"],
+                "tuner.market": entry.get("market", ""),
+                "tuner.instance_type": entry.get("instance_type", "")})
+        self.save(force=True)
+
+    def experiment_ended(self, unfinished: Sequence[str]) -> None:
+        for trial_id in unfinished:
+            if trial_id in self.record.trials and not self.finished(trial_id):
+                self.trial_ended(trial_id, TrialStatus.STOPPED)
+        self._update_totals()
+        self.save(force=True)
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _is_new_best(self, value: float) -> bool:
+        sign = 1 if self.record.data["mode"] == "max" else -1
+        best = self.record.data.get("best_seen")
+        if best is None or sign * value > sign * best:
+            self.record.data["best_seen"] = value
+            return True
+        return False
+
+    def _update_totals(self) -> None:
+        totals = self.meter.totals(now=self._clock())
+        before = self.record.data.get("cost", {}).get("cost_usd", 0.0)
+        self.record.data["cost"] = totals
+        if self._budget:
+            for pct in self._alerts:
+                if before < self._budget * pct / 100 <= totals["cost_usd"]:
+                    self._say(f"[tuner] budget alert: {pct:g}% of ${self._budget:g} spent "
+                              f"(${totals['cost_usd']:.4f})")
+                    self.record.data.setdefault("budget_alerts", []).append(pct)
+                    self.tracker.log_metrics(self.record.data["parent_run_id"],
+                                             {"tuner.budget_used_pct": float(pct)}, 0)
+
+    def save(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._saved > 1.0:
+            self.record.data["meter"] = self.meter.to_dict()
+            self.record.save()
+            self._saved = now
+        if self._verbose:
+            self._progress.show()
+
+    def _say(self, line: str) -> None:
+        if self._verbose:
+            print(line, flush=True)
