@@ -67,6 +67,12 @@ def tune(
     seed: int | None = 0,
     checkpoints_to_keep: int = 2,
     ray_address: str | None = None,
+    budget_usd: float | None = None,
+    budget_alerts: tuple[float, ...] = (50, 80, 100),
+    region: str = "us-east-1",
+    default_instance_type: str = "m5.large",
+    default_market: str = "on-demand",
+    prices: str | None = None,
     verbose: bool = True,
 ) -> TuneResult:
     """Tune ``trainable`` over ``space`` with Optuna's TPE and ASHA on Ray Tune.
@@ -86,6 +92,11 @@ def tune(
         mlflow_experiment: MLflow experiment holding the study's runs (default: ``name``).
         seed: TPE's seed.
         ray_address: the cluster to join (default: RAY_ADDRESS, a running local one, or new).
+        budget_usd: stop scheduling work once the study could spend more than this.
+        budget_alerts: percentages of the budget at which to print and log an alert.
+        region, default_instance_type, default_market: how to price nodes that carry no
+            ``tuner.io/`` labels (a local machine, a hand-started node).
+        prices: a price CSV to use instead of the shipped catalog (same columns).
         verbose: print one progress line as the study advances.
 
     Returns:
@@ -97,6 +108,7 @@ def tune(
     """
     values = {k: v for k, v in locals().items()
               if k not in ("trainable", "space", "verbose") and v is not None}
+    values["budget_alerts"] = tuple(budget_alerts)
     settings = settings_from(values, "tune()")
     if not callable(trainable):
         raise ConfigError("tune()", "trainable", f"must be a function train(config), got "

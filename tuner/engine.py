@@ -36,12 +36,13 @@ from tuner.study import StudyBook
 
 ITERATION = "training_iteration"
 NODE_ID = "node_id"
+BUSY_S = "node_busy_s"
 # Keys Ray Tune adds to every result; everything else is the trainable's own metrics.
 _RAY_KEYS = {
     "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "date", "pid",
     "hostname", "node_ip", "time_since_restore", "iterations_since_restore", "done",
     "trial_id", "experiment_id", "experiment_tag", "config", "checkpoint_dir_name",
-    "should_checkpoint", "node_id", "episodes_total", "timesteps_total", "timesteps_since_restore",
+    "should_checkpoint", "node_id", "node_busy_s", "episodes_total", "timesteps_total", "timesteps_since_restore",
 }
 
 
@@ -187,7 +188,7 @@ class _StudyCallback(Callback):
             self._poll_nodes(force=True)
         self.book.trial_result(trial.trial_id, int(result.get(ITERATION, 0)),
                                user_metrics(result), node_id,
-                               float(result.get("time_this_iter_s") or 0.0))
+                               float(result.get(BUSY_S, result.get("time_this_iter_s")) or 0.0))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         pruned = trial.trial_id in self._asha.pruned
@@ -226,11 +227,24 @@ class _StudyStopper(Stopper):
 
 
 class _NodeIdMixin:
-    """Adds the Ray node a trial runs on to each result, so the driver can price it."""
+    """Adds to each result the Ray node the trial runs on and the seconds it held its
+    resources since the previous result (wall time on the worker, pauses included), so
+    the driver can price it."""
+
+    def setup(self, config: dict) -> Any:
+        self._tuner_since = time.time()
+        return super().setup(config)  # type: ignore[misc]
+
+    def reset_config(self, new_config: dict) -> bool:
+        self._tuner_since = time.time()
+        return super().reset_config(new_config)  # type: ignore[misc]
 
     def get_auto_filled_metrics(self, *args: Any, **kwargs: Any) -> dict:
         metrics = super().get_auto_filled_metrics(*args, **kwargs)  # type: ignore[misc]
+        now = time.time()
         metrics[NODE_ID] = ray.get_runtime_context().get_node_id()
+        metrics[BUSY_S] = now - getattr(self, "_tuner_since", now)
+        self._tuner_since = now
         return metrics
 
 

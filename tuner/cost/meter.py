@@ -121,16 +121,29 @@ class CostMeter:
         """Study totals in $: cost (all charged), wasted, useful, idle, cluster, on-demand equiv."""
         cost = sum(t.cost_usd for t in self.trials.values())
         wasted = sum(t.wasted_usd for t in self.trials.values())
-        cluster = idle = 0.0
-        for node in self._nodes.values():
-            end = node.down if node.down is not None else now
-            rate = node.info.usd_per_hour / 3600.0
-            cluster += (end - node.up) * rate
-            idle += _idle_seconds(node.up, end, node.busy) * rate
+        cluster, idle = self.node_bill(now)
         on_demand = sum(t.on_demand_usd for t in self.trials.values())
         return {"cost_usd": cost, "wasted_usd": wasted, "useful_usd": cost - wasted,
                 "idle_usd": idle, "cluster_usd": cluster, "on_demand_equiv_usd": on_demand,
                 "savings_pct": 100.0 * (1 - cost / on_demand) if on_demand else 0.0}
+
+    def node_bill(self, now: float, node_ids: set[str] | None = None) -> tuple[float, float]:
+        """(cluster $, idle $) of the given nodes (default: all) up to ``now``."""
+        cluster = idle = 0.0
+        for node_id, node in self._nodes.items():
+            if node_ids is not None and node_id not in node_ids:
+                continue
+            end = node.down if node.down is not None else now
+            rate = node.info.usd_per_hour / 3600.0
+            cluster += (end - node.up) * rate
+            idle += _idle_seconds(node.up, end, node.busy) * rate
+        return cluster, idle
+
+    def charged_on(self, node_id: str) -> float:
+        """$ charged to trials on one node (re-runs included)."""
+        node = self._nodes[node_id]
+        rate = node.info.usd_per_hour / 3600.0
+        return sum((end - start) * share * rate for start, end, share in node.busy)
 
 
 def _idle_seconds(up: float, down: float, busy: list[tuple[float, float, float]]) -> float:
