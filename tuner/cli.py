@@ -30,6 +30,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("file")
     p = sub.add_parser("report", help="print the per-trial table of a study")
     p.add_argument("path", help="the study directory, e.g. tuner_results/<name>")
+    p = sub.add_parser("prices", help="show the $/hour a study will be charged")
+    p.add_argument("--region", default="us-east-1")
+    p.add_argument("--type", action="append", dest="types", metavar="INSTANCE_TYPE",
+                   help="only these instance types (repeatable)")
+    p.add_argument("--prices", help="a price CSV instead of the shipped catalog")
+    p.add_argument("--refresh", action="store_true",
+                   help="fetch current AWS prices now (spot history, Pricing API)")
     args = parser.parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
@@ -111,7 +118,35 @@ def _summary(result: object) -> None:
         print(f"The study did not finish; continue it with: tuner resume {result.path}")
 
 
-_COMMANDS = {"run": _run, "resume": _resume, "validate": _validate, "report": _report}
+def _prices(args: argparse.Namespace) -> int:
+    from tuner.cost.catalog import Market, PriceCatalog
+    from tuner.cost.live import live_catalog
+
+    catalog = PriceCatalog.load(args.prices)
+    if args.region not in catalog.regions:
+        catalog.get("", args.region)  # raises the error naming the known regions
+    for kind in args.types or []:
+        catalog.get(kind, args.region)
+    catalog, note = live_catalog(catalog, args.region, refresh=args.refresh,
+                                 offline=not args.refresh)
+    rows = [["instance_type", "vCPU", "GPU", "on-demand $/h", "spot $/h", "saving", "spot source",
+             "on-demand source"]]
+    for p in catalog:
+        if p.region != args.region or (args.types and p.instance_type not in args.types):
+            continue
+        saving = 100 * (1 - p.spot_usd_hour / p.on_demand_usd_hour) if p.on_demand_usd_hour else 0
+        rows.append([p.instance_type, str(p.vcpus), str(p.gpus), f"{p.on_demand_usd_hour:.4f}",
+                     f"{p.spot_usd_hour:.4f}", f"{saving:.0f}%", p.source(Market.SPOT),
+                     p.source(Market.ON_DEMAND)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print(f"{args.region}: {note}")
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+_COMMANDS = {"run": _run, "resume": _resume, "validate": _validate, "report": _report,
+             "prices": _prices}
 
 if __name__ == "__main__":
     sys.exit(main())

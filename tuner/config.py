@@ -46,6 +46,7 @@ class StudySettings:
     default_instance_type: str = "m5.large"  # prices nodes that carry no labels
     default_market: str = "on-demand"
     prices: str | None = None  # a price CSV replacing the shipped catalog
+    live_prices: bool = False  # lay current AWS prices (cached an hour) over the catalog
     budget_usd: float | None = None
     budget_alerts: tuple[float, ...] = (50, 80, 100)  # percent of budget_usd
     seconds_per_iteration: float | None = None  # for `tuner estimate`

@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from tuner.cost.catalog import Market, PriceCatalog
+from tuner.cost.catalog import Market
+from tuner.cost.live import study_catalog
 from tuner.cost.meter import CostMeter
 from tuner.cost.nodes import launched_at, node_info
 from tuner.record import StudyRecord, TrialStatus
@@ -58,7 +59,9 @@ class StudyBook:
         self.tracker = Tracker(data["mlflow_uri"], data["mlflow_experiment"])
         self.meter = CostMeter.from_dict(data.get("meter", {}))
         settings = data["settings"]
-        self._catalog = PriceCatalog.load(settings.get("prices"))
+        self._catalog, self.price_note = study_catalog(
+            settings.get("prices"), settings.get("region", "us-east-1"),
+            bool(settings.get("live_prices")))
         self._defaults = (settings.get("default_instance_type", "m5.large"),
                           Market(settings.get("default_market", "on-demand")),
                           settings.get("region", "us-east-1"))

@@ -45,13 +45,16 @@ class InstancePrice:
     on_demand_source: str
     spot_source: str
     date: str
+    spot_date: str | None = None  # when a live price replaced the catalog's
+    on_demand_date: str | None = None
 
     def hourly(self, market: Market) -> float:
         return self.spot_usd_hour if market is Market.SPOT else self.on_demand_usd_hour
 
     def source(self, market: Market) -> str:
-        text = self.spot_source if market is Market.SPOT else self.on_demand_source
-        return f"{text} ({self.date})"
+        if market is Market.SPOT:
+            return f"{self.spot_source} ({self.spot_date or self.date})"
+        return f"{self.on_demand_source} ({self.on_demand_date or self.date})"
 
 
 class PriceCatalog:
@@ -106,12 +109,19 @@ class PriceCatalog:
     def __iter__(self):
         return iter(sorted(self._prices.values(), key=lambda p: (p.region, p.instance_type)))
 
-    def with_spot_prices(self, spot: Mapping[tuple[str, str], tuple[float, str]]) -> PriceCatalog:
-        """A copy whose spot prices are replaced: (type, region) -> (usd/hour, source)."""
+    def with_prices(self, spot: Mapping[tuple[str, str], tuple[float, str, str]] = {},
+                    on_demand: Mapping[tuple[str, str], tuple[float, str, str]] = {}
+                    ) -> PriceCatalog:
+        """A copy with prices replaced: (type, region) -> (usd/hour, source, date)."""
         prices = dict(self._prices)
-        for key, (usd, source) in spot.items():
+        for key, (usd, source, date) in spot.items():
             if key in prices:
-                prices[key] = replace(prices[key], spot_usd_hour=usd, spot_source=source)
+                prices[key] = replace(prices[key], spot_usd_hour=usd, spot_source=source,
+                                      spot_date=date)
+        for key, (usd, source, date) in on_demand.items():
+            if key in prices:
+                prices[key] = replace(prices[key], on_demand_usd_hour=usd,
+                                      on_demand_source=source, on_demand_date=date)
         return PriceCatalog(prices, self.path)
 
 
