@@ -200,7 +200,9 @@ def _close(path: str, tracker: Tracker) -> None:
     if result.cost_to_best_usd is not None:
         metrics["tuner.cost_to_best_usd"] = float(result.cost_to_best_usd)
     tracker.log_metrics(parent, metrics, step=0)
-    tags = {"tuner.best_trial_id": result.best_trial_id or ""}
+    tags = {"tuner.best_trial_id": result.best_trial_id or "",
+            "tuner.cluster": _cluster_facts(record.data.get("meter", {})),
+            "tuner.prices": record.data.get("price_note", "")}
     tags.update({f"tuner.best.{k}": v for k, v in (result.best_config or {}).items()})
     if not result.trials.empty and result.trials["cost_usd"].gt(0).any():
         import tempfile
@@ -210,6 +212,16 @@ def _close(path: str, tracker: Tracker) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             tracker.log_artifact(parent, plot_pareto(result, os.path.join(tmp, "pareto.png")))
     tracker.end_run(parent, "completed" if finished else "stopped", tags)
+
+
+def _cluster_facts(meter: Mapping[str, Any]) -> str:
+    """E.g. ``2 x c5.xlarge spot us-east-1, 1 x m5.large on-demand us-east-1``."""
+    kinds: dict[str, int] = {}
+    for node in meter.get("nodes", {}).values():
+        info = node["info"]
+        key = f"{info['instance_type']} {info['market']} {info['region']}"
+        kinds[key] = kinds.get(key, 0) + 1
+    return ", ".join(f"{n} x {k}" for k, n in sorted(kinds.items()))
 
 
 def _result(record: StudyRecord) -> TuneResult:

@@ -30,6 +30,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("file")
     p = sub.add_parser("report", help="print the per-trial table of a study")
     p.add_argument("path", help="the study directory, e.g. tuner_results/<name>")
+    p = sub.add_parser("estimate", help="expected $ and time of a study, before it runs")
+    p.add_argument("experiment", help="experiment YAML")
+    p.add_argument("--seconds-per-iteration", type=float,
+                   help="declared seconds per iteration (else the experiment's, or --from)")
+    p.add_argument("--from", dest="from_study", metavar="PATH",
+                   help="measure seconds per iteration from a finished study")
     p = sub.add_parser("prices", help="show the $/hour a study will be charged")
     p.add_argument("--region", default="us-east-1")
     p.add_argument("--type", action="append", dest="types", metavar="INSTANCE_TYPE",
@@ -118,6 +124,36 @@ def _summary(result: object) -> None:
         print(f"The study did not finish; continue it with: tuner resume {result.path}")
 
 
+def _estimate(args: argparse.Namespace) -> int:
+    from tuner.config import load_experiment
+    from tuner.errors import ConfigError
+    from tuner.estimate import estimate, measured_seconds_per_iteration
+    from tuner.record import StudyRecord
+
+    exp = load_experiment(args.experiment)
+    spi, source = args.seconds_per_iteration, "declared on the command line"
+    if spi is None and args.from_study:
+        spi = measured_seconds_per_iteration(StudyRecord.load(args.from_study).data.get("meter", {}))
+        source = f"measured in {args.from_study}"
+    if spi is None and exp.settings.seconds_per_iteration:
+        spi, source = exp.settings.seconds_per_iteration, f"declared in {exp.source}"
+    if spi is None or spi <= 0:
+        raise ConfigError(exp.source, "seconds_per_iteration", "is needed for an estimate; "
+                          "declare it in the file, pass --seconds-per-iteration S, or "
+                          "--from a finished study to measure it")
+    e = estimate(exp.settings, spi)
+    s = exp.settings
+    print(f"{exp.source}: {s.num_samples} trials, ASHA max_t={s.max_t} grace={s.grace_period} "
+          f"eta={s.reduction_factor:g}: about {e.iterations:.0f} iterations of {spi:.3g} s "
+          f"({source})")
+    print(f"on {e.instance_type} in {e.region}, {e.concurrency} trials at a time: "
+          f"about {e.wall_seconds / 60:.1f} min")
+    for market, usd in e.usd.items():
+        print(f"  {market:9}  ${usd:.4g}")
+    print("(trial time only: idle nodes and restarts add to it)")
+    return 0
+
+
 def _prices(args: argparse.Namespace) -> int:
     from tuner.cost.catalog import Market, PriceCatalog
     from tuner.cost.live import live_catalog
@@ -146,7 +182,7 @@ def _prices(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"run": _run, "resume": _resume, "validate": _validate, "report": _report,
-             "prices": _prices}
+             "prices": _prices, "estimate": _estimate}
 
 if __name__ == "__main__":
     sys.exit(main())

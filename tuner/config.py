@@ -112,7 +112,7 @@ class StudySettings:
             raise bad("seconds_per_iteration", f"must be a number of seconds > 0, got {spi!r}")
         from tuner.cost.catalog import Market, PriceCatalog
 
-        Market.parse(self.default_market, source)
+        Market.parse(self.default_market, source, key="default_market")
         try:
             PriceCatalog.load(self.prices).get(self.default_instance_type, self.region)
         except ConfigError as exc:

@@ -70,6 +70,7 @@ class StudyBook:
         self._cpus, self._gpus = resources.get("cpu", 1.0), resources.get("gpu", 0.0)
         self._budget = settings.get("budget_usd")
         self._alerts = sorted(settings.get("budget_alerts", (50, 80, 100)))
+        self.record.data["price_note"] = self.price_note
         self._clock = clock
         self._verbose = verbose
         self._progress = _Progress(self.record)

@@ -67,6 +67,8 @@ class Tracker:
         run_id = run.info.run_id
         self._log_params(run_id, params)
         self._client.log_dict(run_id, dict(space), "space.yaml")
+        self._client.log_dict(run_id, {k: v if isinstance(v, (str, int, float, bool)) else str(v)
+                                       for k, v in params.items()}, "config.yaml")
         return run_id
 
     def reopen_study(self, run_id: str) -> None:

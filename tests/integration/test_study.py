@@ -104,6 +104,11 @@ def test_a_crashed_trial_resumes_from_its_last_checkpoint(ray_cluster, study_dir
     assert (study_dir / "starts").read_text().split() == ["0", "4"]
     assert row.restarts == 1 and row.restarted_at == [4]
     assert "simulated crash" in row.error
+    client = MlflowClient(result.mlflow_uri)  # the retry kept its run: no duplicate
+    runs = client.search_runs([client.get_run(result.parent_run_id).info.experiment_id],
+                              "tags.`tuner.kind` = 'trial'")
+    assert [r.info.run_id for r in runs] == [row.mlflow_run_id]
+    assert client.get_run(row.mlflow_run_id).data.tags["tuner.restarts"] == "1"
 
 
 def wrong_metric(config):
@@ -118,6 +123,17 @@ def test_an_unknown_metric_stops_the_study_with_a_clear_error(ray_cluster, study
     record = tuner.TuneResult.load(study_dir / "tuner_results" / "wrong")
     client = MlflowClient(record.mlflow_uri)
     assert client.get_run(record.parent_run_id).info.status == "KILLED"
+
+
+def reserved_metric(config):
+    tuner.report({"acc": 0.5, "tuner.cost_usd": 0.0})
+
+
+def test_a_metric_in_the_reserved_namespace_is_refused(ray_cluster, study_dir):
+    with pytest.raises(StudyError, match=r"reported \['tuner.cost_usd'\]: metric names starting "
+                                         r"with `tuner.` are reserved"):
+        tuner.tune(reserved_metric, {"x": {"type": "float", "low": 0, "high": 1}},
+                   metric="acc", num_samples=1, name="reserved", verbose=False)
 
 
 def test_an_unreachable_mlflow_fails_before_any_trial(ray_cluster, study_dir):

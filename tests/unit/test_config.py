@@ -66,6 +66,16 @@ BAD = [
     ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nresources_per_trial: {cpu: -1}\n",
      "exp.yaml: resources_per_trial.cpu: must be a number >= 0, got -1"),
     ("- just\n- a list\n", "exp.yaml: an experiment file is a mapping"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nbudget_usd: 0\n",
+     "exp.yaml: budget_usd: must be a number of dollars > 0 (or null for no budget), got 0"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\ndefault_instance_type: m5.larg\n",
+     "exp.yaml: default_instance_type: no price for 'm5.larg' in us-east-1 (did you mean 'm5.large'?)"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nregion: us-east1\n",
+     "exp.yaml: region: no prices for region 'us-east1' (did you mean 'us-east-1'?)"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\ndefault_market: spott\n",
+     "exp.yaml: default_market: must be 'spot' or 'on-demand', got 'spott' (did you mean 'spot'?)"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nbudget_alerts: [50, 120]\n",
+     "exp.yaml: budget_alerts: must be a list of percentages in (0, 100]"),
 ]
 
 

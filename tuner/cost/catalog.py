@@ -26,11 +26,11 @@ class Market(str, Enum):
     ON_DEMAND = "on-demand"
 
     @classmethod
-    def parse(cls, value: str, source: str = "market") -> Market:
+    def parse(cls, value: str, source: str = "market", key: str = "market") -> Market:
         try:
             return cls(value)
         except ValueError:
-            raise ConfigError(source, "default_market" if source != "market" else "market", f"must be 'spot' or 'on-demand', got {value!r}"
+            raise ConfigError(source, key, f"must be 'spot' or 'on-demand', got {value!r}"
                               f"{did_you_mean(value, [m.value for m in cls])}") from None
 
 

@@ -41,7 +41,7 @@ def node_info(node: Mapping[str, Any], catalog: PriceCatalog, default_instance_t
     labels = node.get("Labels") or {}
     labelled = INSTANCE_TYPE in labels
     instance_type = labels.get(INSTANCE_TYPE, default_instance_type)
-    market = Market.parse(labels[MARKET], "node label tuner.io/market") if MARKET in labels \
+    market = Market.parse(labels[MARKET], f"node {node['NodeID'][:8]}", key=MARKET) if MARKET in labels \
         else default_market
     node_region = labels.get(REGION, region)
     price = catalog.get(instance_type, node_region)
