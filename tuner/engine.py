@@ -282,14 +282,28 @@ def _error_line(trial: Any) -> str:
 
 # --- running a study ------------------------------------------------------------------------
 
-def connect(address: str | None) -> None:
-    """Join the Ray cluster at ``address`` (or RAY_ADDRESS, or a running local one), else start one."""
+def connect(address: str | None, labels: Mapping[str, str] | None = None) -> None:
+    """Join the Ray cluster at ``address`` (or RAY_ADDRESS, or a running local one), else
+    start one on this machine whose node carries ``labels`` (what the cost meter reads)."""
     if ray.is_initialized():
         return
     logging.getLogger("ray").setLevel(logging.WARNING)
-    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
-             include_dashboard=False if address in (None, "local") else None,
-             configure_logging=True)
+    options = dict(address=address, logging_level=logging.WARNING, log_to_driver=False,
+                   include_dashboard=False if address in (None, "local") else None,
+                   configure_logging=True)
+    try:
+        ray.init(**options, labels=dict(labels) if labels else None)
+    except ValueError as exc:  # joined an existing cluster: its nodes have their own labels
+        if "labels must not be provided" not in str(exc):
+            raise
+        ray.init(**options)
+
+
+def _local_labels(settings: StudySettings) -> dict[str, str]:
+    from tuner.cost.nodes import labels_for
+
+    return labels_for(settings.default_market, settings.default_instance_type, settings.region,
+                      launched_at=time.time())
 
 
 def _quiet() -> None:
@@ -325,7 +339,7 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
               experiment_dir: str, verbose: bool = True) -> None:
     """Run a new study whose record already exists in ``experiment_dir``."""
     _quiet()
-    connect(settings.ray_address)
+    connect(settings.ray_address, _local_labels(settings))
     _ship_by_value(trainable)
     asha = _Asha(time_attr=ITERATION, metric=settings.metric, mode=settings.mode,
                  max_t=settings.max_t, grace_period=settings.grace_period,
