@@ -62,6 +62,13 @@ def current_trial_id() -> str:
     return tune.get_context().get_trial_id() or "local"
 
 
+def node_is_draining() -> bool:
+    """Whether this worker's node is being drained (a spot notice: checkpoint now)."""
+    from ray._private.state import state
+
+    return ray.get_runtime_context().get_node_id() in state.get_draining_nodes()
+
+
 # --- the study's pieces --------------------------------------------------------------------
 
 class _Asha(AsyncHyperBandScheduler):
@@ -177,7 +184,9 @@ class _StudyCallback(Callback):
             self.book.trial_started(trial.trial_id, trial.config)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.book.trial_recovering(trial.trial_id, _error_line(trial))
+        # Ray does not count a loss to a drained (preempted) node as a failure.
+        self.book.trial_recovering(trial.trial_id, _error_line(trial),
+                                   failures=trial.run_metadata.num_failures)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:

@@ -139,10 +139,18 @@ class StudyBook:
         entry["status"] = TrialStatus.RUNNING.value
         self.save(force=True)
 
-    def trial_recovering(self, trial_id: str, error: str) -> None:
-        """The trial failed and will be retried from its last checkpoint."""
+    def trial_recovering(self, trial_id: str, error: str, failures: int) -> None:
+        """The trial was lost and will be retried from its last checkpoint.
+
+        ``failures`` is Ray's failure count: unchanged when the loss was a preemption.
+        """
         entry = self.record.trial(trial_id)
-        entry["error"] = error
+        if failures > entry.get("failures", 0):
+            entry["failures"] = failures
+            entry["error"] = error
+        else:
+            entry["preemptions"] = entry.get("preemptions", 0) + 1
+            self._say(f"[tuner] trial {trial_id} preempted; resuming from its last checkpoint")
         entry["restarts"] += 1
         entry["restarting"] = True
         self.save(force=True)

@@ -12,7 +12,8 @@ spare it the checkpoint plumbing::
 
 ``load_state`` returns what the trial last saved (after a crash, a preemption or
 a driver restart) and ``report`` saves ``state`` with the metrics every
-``checkpoint_every`` iterations.
+``checkpoint_every`` iterations -- and every iteration once the node has a spot
+interruption notice (it is being drained), so a preemption loses at most one.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +29,7 @@ from tuner import engine
 
 _STATE_FILE = "tuner_state.pkl"
 _iterations: dict[str, int] = {}  # trial id -> iterations reported (actors are reused)
+_drain_checked = [0.0, False]  # when this process last asked, and the answer
 
 
 def load_state(default: Any = None) -> Any:
@@ -60,7 +63,7 @@ def report(metrics: Mapping[str, Any], *, state: Any = None, checkpoint_every: i
     trial = engine.current_trial_id()
     iteration = _iterations.get(trial, 0) + 1
     _iterations[trial] = iteration
-    if state is None or iteration % checkpoint_every:
+    if state is None or (iteration % checkpoint_every and not _draining()):
         engine.report(dict(metrics))
         return
     with tempfile.TemporaryDirectory(prefix="tuner-ckpt-") as directory:
@@ -68,3 +71,15 @@ def report(metrics: Mapping[str, Any], *, state: Any = None, checkpoint_every: i
             pickle.dump({"iteration": iteration, "state": state}, f,
                         protocol=pickle.HIGHEST_PROTOCOL)
         engine.report(dict(metrics), checkpoint_directory=directory)
+
+
+def _draining(min_interval_s: float = 1.0) -> bool:
+    """Whether this node has a preemption notice (asked of Ray at most once a second)."""
+    now = time.monotonic()
+    if now - _drain_checked[0] >= min_interval_s:
+        try:
+            _drain_checked[1] = engine.node_is_draining()
+        except Exception:  # not on a Ray node (a unit test), or the GCS is busy
+            _drain_checked[1] = False
+        _drain_checked[0] = now
+    return bool(_drain_checked[1])

@@ -1,0 +1,114 @@
+"""A spot interruption notice on the node running a trial, then the node is killed.
+
+Real: the Ray cluster and its worker node processes (killed with SIGKILL), Ray's drain
+API, the driver process, Tune's retry, MLflow. Faked: the EC2 instance metadata endpoint,
+played by a local HTTP server per node (IMDSv2 token, then spot/instance-action).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tuner.cost.nodes import labels_for
+from tuner.spot.imds import FakeMetadataServer, InstanceMetadata
+from tuner.spot.watcher import PreemptionWatcher, gcs_drain
+
+TRAINABLE = '''
+import json, os, time
+import ray
+import tuner
+
+def train(config):
+    state = tuner.load_state() or {"it": 0}
+    node = ray.get_runtime_context().get_node_id()
+    with open(config["log"], "a") as f:
+        f.write(json.dumps({"start": state["it"], "node": node}) + "\\n")
+    while state["it"] < 14:
+        time.sleep(0.5)
+        state["it"] += 1
+        with open(config["log"], "a") as f:
+            f.write(json.dumps({"it": state["it"], "node": node}) + "\\n")
+        tuner.report({"acc": state["it"] / 14}, state=state, checkpoint_every=5)
+'''
+
+
+@pytest.fixture
+def spot_nodes(ray_cluster):
+    nodes = {}
+    for zone in ("us-east-1a", "us-east-1b"):
+        node = ray_cluster.add_node(num_cpus=1, resources={"spot": 1},
+                                    labels=labels_for("spot", "c5.xlarge", "us-east-1", zone))
+        nodes[node.node_id] = node
+    ray_cluster.wait_for_nodes()
+    yield nodes
+    for node in nodes.values():
+        if node.node_id in {n.node_id for n in ray_cluster.worker_nodes}:
+            ray_cluster.remove_node(node, allow_graceful=False)
+
+
+def read(log):
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_a_notice_drains_checkpoints_and_the_trial_loses_at_most_one_iteration(
+        ray_cluster, spot_nodes, tmp_path):
+    log = tmp_path / "trial.jsonl"
+    (tmp_path / "spottrain.py").write_text(TRAINABLE)
+    (tmp_path / "exp.yaml").write_text(textwrap.dedent(f"""
+        trainable: spottrain:train
+        space: {{x: {{type: float, low: 0, high: 1}}, log: {str(log)!r}}}
+        metric: acc
+        num_samples: 1
+        scheduler: {{max_t: 14, grace_period: 14}}
+        max_failures: 0          # a preemption must not count as a failure
+        resources_per_trial: {{cpu: 1, spot: 1}}
+        name: preempt
+        ray_address: {ray_cluster.address!r}
+    """))
+    driver = subprocess.Popen([sys.executable, "-m", "tuner.cli", "run", "exp.yaml"],
+                              cwd=tmp_path, env={**os.environ, "RAY_AUTH_MODE": "token"},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not [e for e in read(log) if e.get("it", 0) >= 2]:
+            assert time.monotonic() < deadline and driver.poll() is None, driver.stdout.read()
+            time.sleep(0.2)
+        victim = read(log)[0]["node"]
+
+        imds = FakeMetadataServer()
+        watcher = PreemptionWatcher(victim, InstanceMetadata(imds.endpoint),
+                                    gcs_drain(ray_cluster.address), margin_s=1.0)
+        assert not watcher.poll()  # no notice yet: nothing happens
+        goes_at = time.time() + 3.0
+        imds.issue(at=goes_at)
+        assert watcher.poll() and watcher.drained.time == pytest.approx(goes_at, abs=1)
+        time.sleep(max(0.0, goes_at - time.time()))
+        lost_at = max(e["it"] for e in read(log) if "it" in e and e["node"] == victim)
+        ray_cluster.remove_node(spot_nodes[victim], allow_graceful=False)  # AWS takes it
+        imds.close()
+        out, _ = driver.communicate(timeout=240)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, out
+
+    entries = read(log)
+    restart = [e for e in entries if "start" in e][1]
+    assert restart["node"] != victim
+    assert restart["start"] >= lost_at - 1  # at most one iteration lost
+    record = json.loads((tmp_path / "tuner_results" / "preempt" / "tuner_study.json").read_text())
+    (trial,) = record["trials"].values()
+    assert trial["status"] == "completed" and trial["iterations"] == 14
+    assert trial["preemptions"] == 1 and trial.get("failures", 0) == 0
+    assert trial["restarted_at"] == [restart["start"]]
+    run = MlflowClient(record["mlflow_uri"]).get_run(trial["mlflow_run_id"])
+    assert run.data.metrics["tuner.preemptions"] == 1
+    assert "preempted" in out

@@ -1,0 +1,1 @@
+"""Spot capacity: the instance metadata endpoint, the preemption watcher, simulation."""
