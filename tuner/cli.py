@@ -36,6 +36,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="declared seconds per iteration (else the experiment's, or --from)")
     p.add_argument("--from", dest="from_study", metavar="PATH",
                    help="measure seconds per iteration from a finished study")
+    p = sub.add_parser("watch-preemption", help="on a spot node: drain it on an interruption notice")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "127.0.0.1:6379"),
+                   help="the cluster's GCS address (default: RAY_ADDRESS or 127.0.0.1:6379)")
+    p.add_argument("--node-id", help="this node's Ray id (default: the local raylet's)")
+    p.add_argument("--imds", default=os.environ.get("TUNER_IMDS_ENDPOINT",
+                                                    "http://169.254.169.254"),
+                   help="instance metadata endpoint (env TUNER_IMDS_ENDPOINT)")
+    p.add_argument("--margin", type=float, default=15.0,
+                   help="drain deadline this many seconds before the termination time")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
     p = sub.add_parser("prices", help="show the $/hour a study will be charged")
     p.add_argument("--region", default="us-east-1")
     p.add_argument("--type", action="append", dest="types", metavar="INSTANCE_TYPE",
@@ -88,7 +98,12 @@ def _validate(args: argparse.Namespace) -> int:
     from tuner.search_space import load_space
 
     data = read_yaml(args.file)
-    if isinstance(data, dict) and "trainable" in data:
+    if isinstance(data, dict) and "available_node_types" in data:
+        from tuner.spot.cluster_config import check_cluster_config
+
+        config = check_cluster_config(args.file)
+        print(f"{args.file}: valid Ray cluster config ({', '.join(config['available_node_types'])})")
+    elif isinstance(data, dict) and "trainable" in data:
         exp = load_experiment(args.file)
         exp.load_trainable()
         print(f"{args.file}: valid experiment ({len(exp.space.params)} parameters, "
@@ -154,6 +169,28 @@ def _estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _watch(args: argparse.Namespace) -> int:
+    import logging
+
+    from tuner.spot.imds import InstanceMetadata
+    from tuner.spot.watcher import PreemptionWatcher, gcs_drain
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    node_id = args.node_id
+    if node_id is None:
+        import ray
+
+        ray.init(address=args.address, log_to_driver=False, logging_level=logging.WARNING)
+        node_id = ray.get_runtime_context().get_node_id()
+        ray.shutdown()
+    watcher = PreemptionWatcher(node_id, InstanceMetadata(args.imds), gcs_drain(args.address),
+                                margin_s=args.margin)
+    print(f"watching {args.imds} for node {node_id[:8]}", flush=True)
+    notice = watcher.run(interval_s=args.interval)
+    print(f"drained node {node_id[:8]}: {notice}", flush=True)
+    return 0
+
+
 def _prices(args: argparse.Namespace) -> int:
     from tuner.cost.catalog import Market, PriceCatalog
     from tuner.cost.live import live_catalog
@@ -182,7 +219,8 @@ def _prices(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"run": _run, "resume": _resume, "validate": _validate, "report": _report,
-             "prices": _prices, "estimate": _estimate}
+             "prices": _prices, "estimate": _estimate,
+             "watch-preemption": _watch}
 
 if __name__ == "__main__":
     sys.exit(main())
