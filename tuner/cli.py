@@ -46,6 +46,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--margin", type=float, default=15.0,
                    help="drain deadline this many seconds before the termination time")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
+    p = sub.add_parser("cluster", help="a local spot cluster: Ray nodes on this machine")
+    p.add_argument("action", choices=["up"])
+    p.add_argument("--local", action="store_true", required=True,
+                   help="on this machine (the only kind `tuner cluster` starts; use `ray up` "
+                        "with cluster/aws-spot.yaml for AWS)")
+    p.add_argument("--worker", action="append", metavar="TYPE:MARKET[:CPUS[:ZONE]]",
+                   help="a worker node, e.g. c5.xlarge:spot:1 (repeatable; default: two spot "
+                        "workers of two types and one on-demand)")
+    p.add_argument("--hazard", type=float, default=0.0,
+                   help="spot preemptions per node-hour, in simulated time (default 0)")
+    p.add_argument("--time-scale", type=float, default=60.0,
+                   help="simulated seconds per real second (default 60: a 2-minute notice "
+                        "lasts 2 s)")
+    p.add_argument("--head-cpus", type=int, default=0)
+    p.add_argument("--dashboard", action="store_true", help="start the dashboard (for ray job submit)")
+    p.add_argument("--address-file", help="write the cluster address here once it is up")
+    p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("prices", help="show the $/hour a study will be charged")
     p.add_argument("--region", default="us-east-1")
     p.add_argument("--type", action="append", dest="types", metavar="INSTANCE_TYPE",
@@ -191,6 +208,59 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from tuner._files import write_json_atomic
+    from tuner.spot.local import DEFAULT_WORKERS, LocalSpotCluster, WorkerType
+
+    workers = DEFAULT_WORKERS
+    if args.worker:
+        workers = tuple(_worker_type(w) for w in args.worker)
+    stop = threading.Event()
+    cluster = LocalSpotCluster(workers, hazard_per_hour=args.hazard, time_scale=args.time_scale,
+                               head_cpus=args.head_cpus, dashboard=args.dashboard,
+                               seed=args.seed).start()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        info = {"address": cluster.address, "dashboard": cluster.dashboard_url}
+        if args.address_file:
+            write_json_atomic(args.address_file, info)
+        print(f"local spot cluster up: {len(workers)} workers, {args.hazard:g} preemptions per "
+              f"node-hour at {args.time_scale:g}x\n  export RAY_ADDRESS={cluster.address} "
+              f"RAY_AUTH_MODE=token"
+              + (f"\n  ray job submit --address {cluster.dashboard_url} -- ..."
+                 if cluster.dashboard_url else "")
+              + "\nCtrl-C (or SIGTERM) stops it.", flush=True)
+        count = 0
+        while not stop.is_set():
+            cluster.tick()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a new node installs Ray's
+            for _, event, node in cluster.events[count:]:
+                print(f"[cluster] {event} {node[:8]}", flush=True)
+            count = len(cluster.events)
+            stop.wait(0.25)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()
+    return 0
+
+
+def _worker_type(text: str) -> object:
+    from tuner.cost.catalog import Market, PriceCatalog
+    from tuner.spot.local import WorkerType
+
+    parts = text.split(":")
+    if len(parts) < 2 or len(parts) > 4:
+        raise ConfigError("--worker", "", f"expected TYPE:MARKET[:CPUS[:ZONE]], got {text!r}")
+    PriceCatalog.load().get(parts[0], "us-east-1")
+    market = Market.parse(parts[1], "--worker", "market").value
+    cpus = int(parts[2]) if len(parts) > 2 else 1
+    return WorkerType(parts[0], market, cpus, parts[3] if len(parts) > 3 else "us-east-1a")
+
+
 def _prices(args: argparse.Namespace) -> int:
     from tuner.cost.catalog import Market, PriceCatalog
     from tuner.cost.live import live_catalog
@@ -220,7 +290,7 @@ def _prices(args: argparse.Namespace) -> int:
 
 _COMMANDS = {"run": _run, "resume": _resume, "validate": _validate, "report": _report,
              "prices": _prices, "estimate": _estimate,
-             "watch-preemption": _watch}
+             "watch-preemption": _watch, "cluster": _cluster}
 
 if __name__ == "__main__":
     sys.exit(main())

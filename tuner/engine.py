@@ -308,6 +308,7 @@ def connect(address: str | None, labels: Mapping[str, str] | None = None) -> Non
         ray.init(**options)
 
 
+
 def _local_labels(settings: StudySettings) -> dict[str, str]:
     from tuner.cost.nodes import labels_for
 

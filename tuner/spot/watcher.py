@@ -38,7 +38,12 @@ class PreemptionWatcher:
             return False
         deadline = max(self._clock(), notice.time - self._margin)
         message = f"spot {notice.action} at {notice.time:.0f}"
-        if self._drain(self.node_id, message, int(deadline * 1000)):
+        try:
+            accepted = self._drain(self.node_id, message, int(deadline * 1000))
+        except Exception as exc:  # the GCS is busy or restarting: try again next poll
+            log.warning("drain of %s failed: %s", self.node_id[:8], exc)
+            return False
+        if accepted:
             self.drained = notice
             log.warning("node %s draining: %s", self.node_id[:8], message)
         return self.drained is not None

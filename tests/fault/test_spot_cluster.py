@@ -1,0 +1,118 @@
+"""Studies on the local spot cluster (`tuner cluster up --local`), as a user runs them.
+
+Real: the cluster process and its Ray node processes (preempted nodes are SIGKILLed and
+replaced), the drivers (`tuner run`, `ray job submit`), MLflow. Faked: EC2 -- each spot
+node's metadata endpoint is a local HTTP server, and the spot market is a simulator
+issuing notices at a hazard rate on a 60x clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+BIN = os.path.dirname(sys.executable)
+TRAINABLE = '''
+import time
+import tuner
+
+def train(config):
+    state = tuner.load_state() or {"it": 0}
+    while state["it"] < 8:
+        time.sleep(0.4)
+        state["it"] += 1
+        tuner.report({"acc": config["q"] * state["it"] / 8}, state=state, checkpoint_every=3)
+'''
+
+
+def start_cluster(tmp_path, *args):
+    address_file = tmp_path / "cluster.json"
+    proc = subprocess.Popen(
+        [os.path.join(BIN, "tuner"), "cluster", "up", "--local", "--address-file",
+         str(address_file), *args], env={**os.environ, "RAY_AUTH_MODE": "token"},
+        stdout=open(tmp_path / "cluster.log", "w"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not address_file.exists():
+        assert proc.poll() is None, (tmp_path / "cluster.log").read_text()
+        assert time.monotonic() < deadline, "the local cluster did not come up"
+        time.sleep(0.5)
+    return proc, json.loads(address_file.read_text())
+
+
+def stop_cluster(proc, tmp_path):
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    leftover = subprocess.run(["pgrep", "-f", "tuner-spot-"], capture_output=True, text=True)
+    mine = [p for p in leftover.stdout.split() if p and int(p) != os.getpid()]
+    return mine
+
+
+def test_a_study_under_frequent_preemptions_loses_no_trial(tmp_path):
+    cluster, info = start_cluster(tmp_path, "--hazard", "8", "--seed", "3")
+    try:
+        (tmp_path / "spot_train.py").write_text(TRAINABLE)
+        (tmp_path / "exp.yaml").write_text(textwrap.dedent(f"""
+            trainable: spot_train:train
+            space: {{q: {{type: float, low: 0.1, high: 1.0}}}}
+            metric: acc
+            num_samples: 6
+            scheduler: {{max_t: 8, grace_period: 4, reduction_factor: 2}}
+            max_failures: 0
+            name: spotty
+            ray_address: {info["address"]!r}
+        """))
+        out = subprocess.run([sys.executable, "-m", "tuner.cli", "run", "exp.yaml"],
+                             cwd=tmp_path, env={**os.environ, "RAY_AUTH_MODE": "token"},
+                             capture_output=True, text=True, timeout=400)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    finally:
+        leftover = stop_cluster(cluster, tmp_path)
+    log = (tmp_path / "cluster.log").read_text()
+    assert log.count("[cluster] killed") >= 1, log  # the market did preempt nodes
+    record = json.loads((tmp_path / "tuner_results" / "spotty" / "tuner_study.json").read_text())
+    trials = record["trials"].values()
+    assert len(trials) == 6
+    assert {t["status"] for t in trials} <= {"completed", "pruned"}
+    assert all(t.get("failures", 0) == 0 for t in trials)
+    client = MlflowClient(record["mlflow_uri"])
+    runs = client.search_runs([client.get_run(record["parent_run_id"]).info.experiment_id],
+                              "tags.`tuner.kind` = 'trial'")
+    assert sorted(r.info.run_id for r in runs) == sorted(t["mlflow_run_id"] for t in trials)
+    markets = {t.get("market") for t in trials}
+    assert "spot" in markets
+    assert leftover == [], f"processes left behind: {leftover}"
+
+
+def test_an_example_runs_unchanged_under_ray_job_submit(tmp_path):
+    cluster, info = start_cluster(tmp_path, "--dashboard", "--worker", "c5.xlarge:on-demand:2")
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        out = subprocess.run(
+            [os.path.join(BIN, "ray"), "job", "submit", "--address", info["dashboard"],
+             "--working-dir", root, "--",  # .gitignore keeps .venv out of the upload
+             sys.executable, "examples/digits_mlp.py", "--num-samples", "3", "--max-epochs", "3",
+             "--name", "job", "--storage-path", str(tmp_path / "results"),
+             "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db"],
+            env={**os.environ, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True,
+            timeout=400)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        assert "Best val_accuracy" in out.stdout
+    finally:
+        leftover = stop_cluster(cluster, tmp_path)
+    record = json.loads((tmp_path / "results" / "job" / "tuner_study.json").read_text())
+    assert len(record["trials"]) == 3
+    assert {t["instance_type"] for t in record["trials"].values()} == {"c5.xlarge"}
+    assert leftover == []

@@ -1,0 +1,173 @@
+"""A spot cluster on one machine: the embedded default for everything spot.
+
+A head node and several worker nodes, real Ray node processes started with
+``ray.cluster_utils.Cluster`` and owned by this process, labelled like the node types of
+``cluster/aws-spot.yaml``. Each spot worker has its own metadata endpoint on 127.0.0.1
+and a preemption watcher; a :class:`~tuner.spot.market.SpotMarket` issues notices at a
+hazard rate on a compressed clock, kills the node (SIGKILL) when its notice expires and
+starts a replacement of the same type, as the autoscaler would. It stops only the
+processes it started.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tuner.cost.nodes import labels_for
+from tuner.spot.imds import FakeMetadataServer, InstanceMetadata
+from tuner.spot.market import SpotMarket
+from tuner.spot.watcher import PreemptionWatcher, gcs_drain
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerType:
+    instance_type: str
+    market: str  # spot | on-demand
+    cpus: int = 1
+    zone: str = "us-east-1a"
+
+
+DEFAULT_WORKERS = (WorkerType("c5.xlarge", "spot", 1, "us-east-1a"),
+                   WorkerType("m5.xlarge", "spot", 1, "us-east-1b"),
+                   WorkerType("c5.xlarge", "on-demand", 1, "us-east-1a"))
+
+
+@dataclass
+class _Worker:
+    kind: WorkerType
+    node: Any
+    imds: FakeMetadataServer | None
+    watcher: PreemptionWatcher | None
+
+
+class LocalSpotCluster:
+    def __init__(self, workers: tuple[WorkerType, ...] = DEFAULT_WORKERS,
+                 hazard_per_hour: float = 0.0, time_scale: float = 60.0,
+                 notice_s: float = 120.0, margin_s: float = 15.0, head_cpus: int = 0,
+                 dashboard: bool = False, seed: int = 0, region: str = "us-east-1") -> None:
+        """``time_scale`` simulated seconds pass per real second (hazard and notice are
+        in simulated time: the default 60 turns a 2-minute notice into 2 real seconds)."""
+        self._kinds, self._scale, self._margin = workers, time_scale, margin_s
+        self._head_cpus, self._dashboard, self._region = head_cpus, dashboard, region
+        self.market = SpotMarket(hazard_per_hour, notice_s, seed)
+        self._workers: dict[str, _Worker] = {}
+        self._deadlines: dict[str, float] = {}  # node -> real time its notice expires
+        self._lock = threading.Lock()
+        self._started = 0.0
+        self._added = 0
+        self.events: list[tuple[float, str, str]] = []  # (real time, event, node id)
+        self.cluster: Any = None
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
+
+    @property
+    def dashboard_url(self) -> str | None:
+        url = self.cluster.head_node.address_info.get("webui_url")
+        return f"http://{url}" if url else None
+
+    def start(self) -> LocalSpotCluster:
+        from ray.cluster_utils import Cluster
+
+        temp_dir = tempfile.mkdtemp(prefix="tuner-spot-", dir="/tmp")
+        head = {"num_cpus": self._head_cpus, "include_dashboard": self._dashboard,
+                "temp_dir": temp_dir, "gcs_server_port": _free_port(),
+                "labels": labels_for("on-demand", "m5.large", self._region,
+                                     launched_at=time.time())}
+        if self._dashboard:
+            head["dashboard_port"] = _free_port()
+        self.cluster = Cluster(initialize_head=True, head_node_args=head)
+        for kind in self._kinds:
+            self._add(kind)
+        self.cluster.wait_for_nodes()
+        self._started = time.time()
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            for worker in self._workers.values():
+                if worker.imds:
+                    worker.imds.close()
+            self._workers.clear()
+        if self.cluster is not None:
+            self.cluster.shutdown()
+
+    def spot_nodes(self) -> list[str]:
+        with self._lock:
+            return [n for n, w in self._workers.items() if w.kind.market == "spot"]
+
+    def preempt(self, node_id: str, in_s: float) -> None:
+        """Issue a notice to one node now, for termination ``in_s`` real seconds later."""
+        self._notice(node_id, time.time() + in_s)
+
+    def _add(self, kind: WorkerType) -> str:
+        self._added += 1
+        node = self.cluster.add_node(
+            # each node unpacks runtime envs (a job's working_dir) in its own folder, as
+            # separate machines would; sharing one, they delete each other's.
+            runtime_env_dir_name=f"runtime_resources_node{self._added}",
+            num_cpus=kind.cpus, labels=labels_for(kind.market, kind.instance_type, self._region,
+                                                  kind.zone, launched_at=time.time()))
+        imds = watcher = None
+        if kind.market == "spot":
+            imds = FakeMetadataServer()
+            watcher = PreemptionWatcher(node.node_id, InstanceMetadata(imds.endpoint),
+                                        gcs_drain(self.cluster.address),
+                                        margin_s=self._margin / self._scale)
+        with self._lock:
+            self._workers[node.node_id] = _Worker(kind, node, imds, watcher)
+        self.events.append((time.time(), "up", node.node_id))
+        return node.node_id
+
+    def _notice(self, node_id: str, at: float) -> None:
+        with self._lock:
+            worker = self._workers.get(node_id)
+            if worker is None or worker.imds is None:
+                return
+            self._deadlines[node_id] = at
+        worker.imds.issue(at)
+        self.events.append((time.time(), "notice", node_id))
+
+    def tick(self) -> None:
+        """One step of the market: notices, drains, kills and replacements.
+
+        Call it from the main thread (Ray starts nodes there only), e.g. every 0.25 s.
+        """
+        now = time.time()
+        events = self.market.step(self.spot_nodes(), (now - self._started) * self._scale)
+        for node_id, sim_when in events.notices.items():
+            self._notice(node_id, self._started + sim_when / self._scale)
+        with self._lock:
+            watchers = [w.watcher for w in self._workers.values() if w.watcher]
+            due = [n for n, t in self._deadlines.items() if t <= now]
+        for watcher in watchers:
+            watcher.poll()
+        for node_id in due:
+            self._kill_and_replace(node_id)
+
+    def _kill_and_replace(self, node_id: str) -> None:
+        with self._lock:
+            worker = self._workers.pop(node_id, None)
+            self._deadlines.pop(node_id, None)
+        if worker is None:
+            return
+        self.cluster.remove_node(worker.node, allow_graceful=False)
+        if worker.imds:
+            worker.imds.close()
+        self.events.append((time.time(), "killed", node_id))
+        self._add(worker.kind)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
