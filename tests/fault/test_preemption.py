@@ -54,13 +54,7 @@ def spot_nodes(ray_cluster):
             ray_cluster.remove_node(node, allow_graceful=False)
 
 
-def read(log):
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-
-
-def test_a_notice_drains_checkpoints_and_the_trial_loses_at_most_one_iteration(
-        ray_cluster, spot_nodes, tmp_path):
-    log = tmp_path / "trial.jsonl"
+def run_driver(tmp_path, ray_cluster, log, max_failures):
     (tmp_path / "spottrain.py").write_text(TRAINABLE)
     (tmp_path / "exp.yaml").write_text(textwrap.dedent(f"""
         trainable: spottrain:train
@@ -68,20 +62,34 @@ def test_a_notice_drains_checkpoints_and_the_trial_loses_at_most_one_iteration(
         metric: acc
         num_samples: 1
         scheduler: {{max_t: 14, grace_period: 14}}
-        max_failures: 0          # a preemption must not count as a failure
+        max_failures: {max_failures}
         resources_per_trial: {{cpu: 1, spot: 1}}
         name: preempt
         ray_address: {ray_cluster.address!r}
     """))
-    driver = subprocess.Popen([sys.executable, "-m", "tuner.cli", "run", "exp.yaml"],
-                              cwd=tmp_path, env={**os.environ, "RAY_AUTH_MODE": "token"},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen([sys.executable, "-m", "tuner.cli", "run", "exp.yaml"],
+                            cwd=tmp_path, env={**os.environ, "RAY_AUTH_MODE": "token"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_iteration(log, driver, at_least, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not [e for e in read(log) if e.get("it", 0) >= at_least]:
+        assert time.monotonic() < deadline and driver.poll() is None, driver.stdout.read()
+        time.sleep(0.1)
+    return read(log)[0]["node"]
+
+
+def read(log):
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_a_notice_drains_checkpoints_and_the_trial_loses_at_most_one_iteration(
+        ray_cluster, spot_nodes, tmp_path):
+    log = tmp_path / "trial.jsonl"
+    driver = run_driver(tmp_path, ray_cluster, log, max_failures=0)  # preemption is no failure
     try:
-        deadline = time.monotonic() + 120
-        while not [e for e in read(log) if e.get("it", 0) >= 2]:
-            assert time.monotonic() < deadline and driver.poll() is None, driver.stdout.read()
-            time.sleep(0.2)
-        victim = read(log)[0]["node"]
+        victim = wait_for_iteration(log, driver, 2)
 
         imds = FakeMetadataServer()
         watcher = PreemptionWatcher(victim, InstanceMetadata(imds.endpoint),
@@ -112,3 +120,33 @@ def test_a_notice_drains_checkpoints_and_the_trial_loses_at_most_one_iteration(
     run = MlflowClient(record["mlflow_uri"]).get_run(trial["mlflow_run_id"])
     assert run.data.metrics["tuner.preemptions"] == 1
     assert "preempted" in out
+
+
+def test_a_node_lost_without_notice_costs_the_rerun_iterations_as_waste(
+        ray_cluster, spot_nodes, tmp_path):
+    log = tmp_path / "trial.jsonl"
+    driver = run_driver(tmp_path, ray_cluster, log, max_failures=1)
+    try:
+        victim = wait_for_iteration(log, driver, 7)  # checkpointed at 5, lost 6 and 7 (+ part of 8)
+        ray_cluster.remove_node(spot_nodes[victim], allow_graceful=False)
+        out, _ = driver.communicate(timeout=240)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, out
+    entries = read(log)
+    lost_at = max(e["it"] for e in entries if "it" in e and e["node"] == victim)
+    restart = [e for e in entries if "start" in e][1]
+    assert restart["start"] == 5 and lost_at >= 7  # resumed from the last checkpoint
+    record = json.loads((tmp_path / "tuner_results" / "preempt" / "tuner_study.json").read_text())
+    (trial,) = record["trials"].values()
+    assert trial["status"] == "completed" and trial["failures"] == 1
+    assert trial.get("preemptions", 0) == 0
+    charged = record["meter"]["trials"][trial["trial_id"]]
+    # the iterations after the checkpoint ran twice: their first run is the waste
+    rerun = range(6, lost_at + 1)
+    assert trial["wasted_usd"] > 0
+    assert trial["wasted_usd"] == pytest.approx(
+        trial["cost_usd"] - sum(charged["iterations"][str(i)] for i in range(1, 15)))
+    per_iteration = trial["cost_usd"] / (14 + len(rerun))
+    assert trial["wasted_usd"] == pytest.approx(len(rerun) * per_iteration, rel=0.5)
