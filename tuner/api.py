@@ -86,7 +86,9 @@ def tune(
         max_t, grace_period, reduction_factor: ASHA over ``training_iteration``.
         max_failures: retries of a crashed trial, each from its last checkpoint.
         resources_per_trial: e.g. ``{"cpu": 1}`` or ``{"cpu": 4, "gpu": 1}``.
-        storage_path: where checkpoints and study state go (default ``./tuner_results``).
+        storage_path: where checkpoints and Tune's experiment state go: a directory
+            (default ``./tuner_results``) or ``s3://bucket/prefix`` (then the study record
+            and Optuna journal stay in ``./tuner_results/<name>`` beside the driver).
         name: the study's name (default: the space's name and a timestamp).
         mlflow_uri: tracking store (default ``sqlite:///mlflow.db`` in the working dir).
         mlflow_experiment: MLflow experiment holding the study's runs (default: ``name``).
@@ -123,7 +125,11 @@ def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettin
     from tuner import engine
 
     name = settings.name or f"{_stem(space.source)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path = os.path.join(os.path.abspath(settings.storage_path), name)
+    remote = is_remote(settings.storage_path)
+    # The record and the Optuna journal stay with the driver (on-demand head); checkpoints
+    # and Tune's experiment state go to storage_path, local or s3://.
+    path = os.path.join(os.path.abspath("tuner_results" if remote else settings.storage_path), name)
+    tune_path = f"{settings.storage_path.rstrip('/')}/{name}" if remote else path
     if StudyRecord.exists(path):
         raise StudyError(f"{path}: a study named {name!r} exists already; run "
                          f"`tuner resume {path}` to continue it, or choose another name")
@@ -137,13 +143,13 @@ def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettin
         num_samples=settings.num_samples, max_t=settings.max_t, mlflow_uri=uri,
         mlflow_experiment=settings.mlflow_experiment or name, parent_run_id=parent,
         trainable=trainable_ref or _reference(trainable), base_dir=os.path.abspath(base_dir),
-        settings=params,
+        settings=params, tune_path=tune_path,
         space=space.to_dict(), optuna_storage=os.path.join(path, OPTUNA_JOURNAL))
     if verbose:
         print(f"[tuner] study {name}: {settings.num_samples} trials of {space.source}, "
               f"{settings.metric} ({settings.mode}); state in {path}", flush=True)
     try:
-        engine.run_study(trainable, space, settings, path, verbose=verbose)
+        engine.run_study(trainable, space, settings, path, tune_path, verbose=verbose)
     finally:
         _close(path, tracker)
     return _result(StudyRecord.load(path))
@@ -175,7 +181,8 @@ def resume(path: str, trainable: Callable[..., Any] | None = None,
         print(f"[tuner] resuming study {record.data['name']} from {path}", flush=True)
     settings = record.data["settings"]
     try:
-        engine.resume_study(trainable, path, settings.get("resources_per_trial", {"cpu": 1}),
+        engine.resume_study(trainable, path, record.data.get("tune_path", path),
+                            settings.get("resources_per_trial", {"cpu": 1}),
                             ray_address=ray_address or settings.get("ray_address"))
     finally:
         _close(path, tracker)
@@ -241,6 +248,11 @@ def _result(record: StudyRecord) -> TuneResult:
         cost=dict(record.data.get("cost", {})),
         cost_to_best_usd=record.data.get("cost_to_best_usd"),
         stop_reason=record.data.get("stop_reason"))
+
+
+def is_remote(storage_path: str) -> bool:
+    """``s3://bucket/prefix`` and other URIs Ray Tune's pyarrow storage understands."""
+    return "://" in storage_path
 
 
 def _stem(source: str) -> str:

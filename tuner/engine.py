@@ -346,8 +346,9 @@ def optuna_storage(experiment_dir: str) -> optuna.storages.BaseStorage:
 
 
 def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettings,
-              experiment_dir: str, verbose: bool = True) -> None:
-    """Run a new study whose record already exists in ``experiment_dir``."""
+              experiment_dir: str, tune_path: str, verbose: bool = True) -> None:
+    """Run a new study whose record already exists in ``experiment_dir``; Tune keeps its
+    experiment at ``tune_path`` (the same directory, or a URI such as ``s3://...``)."""
     _quiet()
     connect(settings.ray_address, _local_labels(settings))
     _ship_by_value(trainable)
@@ -367,7 +368,7 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
                                reuse_actors=True, trial_dirname_creator=_trial_dirname),
         run_config=RunConfig(
             name=os.path.basename(experiment_dir),
-            storage_path=os.path.dirname(experiment_dir),
+            storage_path=tune_path.rsplit("/", 1)[0],
             failure_config=FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=settings.checkpoints_to_keep),
             callbacks=[study],
@@ -377,18 +378,18 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
     _fit(tuner, experiment_dir)
 
 
-def resume_study(trainable: Callable[..., Any], experiment_dir: str, resources: Mapping[str, float],
-                 ray_address: str | None = None) -> None:
+def resume_study(trainable: Callable[..., Any], experiment_dir: str, tune_path: str,
+                 resources: Mapping[str, float], ray_address: str | None = None) -> None:
     """Continue a study whose driver stopped: same trials, Optuna study and MLflow runs."""
     _quiet()
     connect(ray_address)
     _ship_by_value(trainable)
-    if not Tuner.can_restore(experiment_dir):
+    if not Tuner.can_restore(tune_path):
         raise StudyError(f"{experiment_dir}: Ray Tune saved no experiment state yet (the driver "
                          f"died before its first checkpoint); start the study again with "
                          f"`tuner run`")
     resources = {k.lower(): v for k, v in resources.items()}
-    tuner = Tuner.restore(experiment_dir, tune.with_resources(_with_node_id(trainable), resources),
+    tuner = Tuner.restore(tune_path, tune.with_resources(_with_node_id(trainable), resources),
                           resume_unfinished=True, resume_errored=False)
     _fit(tuner, experiment_dir)
 

@@ -100,14 +100,11 @@ def test_an_example_runs_unchanged_under_ray_job_submit(tmp_path):
     cluster, info = start_cluster(tmp_path, "--dashboard", "--worker", "c5.xlarge:on-demand:2")
     try:
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        out = subprocess.run(
-            [os.path.join(BIN, "ray"), "job", "submit", "--address", info["dashboard"],
-             "--working-dir", root, "--",  # .gitignore keeps .venv out of the upload
-             sys.executable, "examples/digits_mlp.py", "--num-samples", "3", "--max-epochs", "3",
-             "--name", "job", "--storage-path", str(tmp_path / "results"),
-             "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db"],
-            env={**os.environ, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True,
-            timeout=400)
+        for _ in range(30):  # the head's dashboard agent may still be starting
+            out = _submit(info, root, tmp_path)
+            if "No available agent to submit job" not in out.stderr + out.stdout:
+                break
+            time.sleep(2)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         assert "Best val_accuracy" in out.stdout
     finally:
@@ -116,3 +113,14 @@ def test_an_example_runs_unchanged_under_ray_job_submit(tmp_path):
     assert len(record["trials"]) == 3
     assert {t["instance_type"] for t in record["trials"].values()} == {"c5.xlarge"}
     assert leftover == []
+
+
+def _submit(info, root, tmp_path):
+    return subprocess.run(
+            [os.path.join(BIN, "ray"), "job", "submit", "--address", info["dashboard"],
+             "--working-dir", root, "--",  # .gitignore keeps .venv out of the upload
+             sys.executable, "examples/digits_mlp.py", "--num-samples", "3", "--max-epochs", "3",
+             "--name", "job", "--storage-path", str(tmp_path / "results"),
+             "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db"],
+            env={**os.environ, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True,
+            timeout=400)
