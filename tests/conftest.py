@@ -48,7 +48,17 @@ def ray_cluster():
     yield cluster
     ray.shutdown()
     cluster.shutdown()
+    deadline = time.monotonic() + 30
+    while processes_of(temp_dir) and time.monotonic() < deadline:
+        time.sleep(0.5)
     shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not processes_of(temp_dir), f"Ray processes left behind: {processes_of(temp_dir)}"
+
+
+def processes_of(marker: str) -> list[str]:
+    """PIDs of processes whose command line names ``marker`` (e.g. a cluster's temp dir)."""
+    out = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+    return [p for p in out.split() if int(p) != os.getpid()]
 
 
 @pytest.fixture(scope="session")

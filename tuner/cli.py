@@ -213,7 +213,7 @@ def _cluster(args: argparse.Namespace) -> int:
     import threading
 
     from tuner._files import write_json_atomic
-    from tuner.spot.local import DEFAULT_WORKERS, LocalSpotCluster, WorkerType
+    from tuner.spot.local import DEFAULT_WORKERS, LocalSpotCluster
 
     workers = DEFAULT_WORKERS
     if args.worker:
@@ -224,7 +224,8 @@ def _cluster(args: argparse.Namespace) -> int:
                                seed=args.seed).start()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        info = {"address": cluster.address, "dashboard": cluster.dashboard_url}
+        info = {"address": cluster.address, "dashboard": cluster.dashboard_url,
+                "temp_dir": cluster.temp_dir}
         if args.address_file:
             write_json_atomic(args.address_file, info)
         print(f"local spot cluster up: {len(workers)} workers, {args.hazard:g} preemptions per "

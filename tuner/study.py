@@ -200,6 +200,7 @@ class StudyBook:
                 "tuner.preemptions": float(entry.get("preemptions", 0))}, entry["iterations"])
             self.tracker.end_run(run, status.value, {
                 "tuner.iterations": entry["iterations"], "tuner.restarts": entry["restarts"],
+                "tuner.preempted": str(entry.get("preemptions", 0) > 0).lower(),
                 "tuner.market": entry.get("market", ""),
                 "tuner.instance_type": entry.get("instance_type", "")})
         self.save(force=True)

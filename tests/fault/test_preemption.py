@@ -119,6 +119,7 @@ def test_a_notice_drains_checkpoints_and_the_trial_loses_at_most_one_iteration(
     assert trial["restarted_at"] == [restart["start"]]
     run = MlflowClient(record["mlflow_uri"]).get_run(trial["mlflow_run_id"])
     assert run.data.metrics["tuner.preemptions"] == 1
+    assert run.data.tags["tuner.preempted"] == "true" and run.data.tags["tuner.status"] == "completed"
     assert "preempted" in out
 
 

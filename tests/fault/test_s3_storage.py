@@ -7,7 +7,6 @@ instance profiles give real nodes credentials), the drivers, SIGKILL. Faked: AWS
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import signal
@@ -20,7 +19,7 @@ import urllib.request
 import boto3
 
 from tests.conftest import free_port, stop_process_group
-from tests.fault.test_spot_cluster import start_cluster, stop_cluster
+from tests.helpers import start_cluster, stop_cluster
 
 TRAINABLE = '''
 import time
@@ -45,7 +44,7 @@ def test_a_study_on_s3_survives_its_driver(tmp_path, monkeypatch):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for k, v in aws.items():
         monkeypatch.setenv(k, v)
-    cluster = None
+    cluster = info = None
     try:
         _wait_for(endpoint)
         s3 = boto3.client("s3", endpoint_url=endpoint)
@@ -78,7 +77,7 @@ def test_a_study_on_s3_survives_its_driver(tmp_path, monkeypatch):
             Bucket="studies", Prefix="runs/s3study/") for o in page.get("Contents", [])]
     finally:
         if cluster is not None:
-            stop_cluster(cluster, tmp_path)
+            assert stop_cluster(cluster, info) == []
         stop_process_group(moto)
     record = json.loads(record_file.read_text())
     assert record["state"] == "finished" and record["tune_path"] == "s3://studies/runs/s3study"

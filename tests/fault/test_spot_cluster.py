@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
 import time
 
-import pytest
 from mlflow.tracking import MlflowClient
+
+from tests.helpers import start_cluster, stop_cluster
 
 BIN = os.path.dirname(sys.executable)
 TRAINABLE = '''
@@ -31,33 +31,6 @@ def train(config):
         state["it"] += 1
         tuner.report({"acc": config["q"] * state["it"] / 8}, state=state, checkpoint_every=3)
 '''
-
-
-def start_cluster(tmp_path, *args):
-    address_file = tmp_path / "cluster.json"
-    proc = subprocess.Popen(
-        [os.path.join(BIN, "tuner"), "cluster", "up", "--local", "--address-file",
-         str(address_file), *args], env={**os.environ, "RAY_AUTH_MODE": "token"},
-        stdout=open(tmp_path / "cluster.log", "w"), stderr=subprocess.STDOUT,
-        start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not address_file.exists():
-        assert proc.poll() is None, (tmp_path / "cluster.log").read_text()
-        assert time.monotonic() < deadline, "the local cluster did not come up"
-        time.sleep(0.5)
-    return proc, json.loads(address_file.read_text())
-
-
-def stop_cluster(proc, tmp_path):
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    leftover = subprocess.run(["pgrep", "-f", "tuner-spot-"], capture_output=True, text=True)
-    mine = [p for p in leftover.stdout.split() if p and int(p) != os.getpid()]
-    return mine
 
 
 def test_a_study_under_frequent_preemptions_loses_no_trial(tmp_path):
@@ -79,7 +52,7 @@ def test_a_study_under_frequent_preemptions_loses_no_trial(tmp_path):
                              capture_output=True, text=True, timeout=400)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     finally:
-        leftover = stop_cluster(cluster, tmp_path)
+        leftover = stop_cluster(cluster, info)
     log = (tmp_path / "cluster.log").read_text()
     assert log.count("[cluster] killed") >= 1, log  # the market did preempt nodes
     record = json.loads((tmp_path / "tuner_results" / "spotty" / "tuner_study.json").read_text())
@@ -108,7 +81,7 @@ def test_an_example_runs_unchanged_under_ray_job_submit(tmp_path):
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         assert "Best val_accuracy" in out.stdout
     finally:
-        leftover = stop_cluster(cluster, tmp_path)
+        leftover = stop_cluster(cluster, info)
     record = json.loads((tmp_path / "results" / "job" / "tuner_study.json").read_text())
     assert len(record["trials"]) == 3
     assert {t["instance_type"] for t in record["trials"].values()} == {"c5.xlarge"}

@@ -11,7 +11,6 @@ compares with what the study recorded and logged to MLflow.
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest

@@ -111,7 +111,7 @@ def live_catalog(catalog: PriceCatalog, region: str, refresh: bool = False,
             f"where they are missing"
     stamp = datetime.fromtimestamp(data["fetched"], timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
     live = catalog.with_prices(
-        spot={(k, region): (v, f"AWS EC2 describe_spot_price_history, cheapest zone", stamp)
+        spot={(k, region): (v, "AWS EC2 describe_spot_price_history, cheapest zone", stamp)
               for k, v in data["spot"].items()},
         on_demand={(k, region): (v, "AWS Pricing API get_products", stamp)
                    for k, v in data["on_demand"].items()})

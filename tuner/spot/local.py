@@ -63,6 +63,7 @@ class LocalSpotCluster:
         self._lock = threading.Lock()
         self._started = 0.0
         self._added = 0
+        self.temp_dir = ""
         self.events: list[tuple[float, str, str]] = []  # (real time, event, node id)
         self.cluster: Any = None
 
@@ -78,7 +79,7 @@ class LocalSpotCluster:
     def start(self) -> LocalSpotCluster:
         from ray.cluster_utils import Cluster
 
-        temp_dir = tempfile.mkdtemp(prefix="tuner-spot-", dir="/tmp")
+        self.temp_dir = temp_dir = tempfile.mkdtemp(prefix="tuner-spot-", dir="/tmp")
         head = {"num_cpus": self._head_cpus, "include_dashboard": self._dashboard,
                 "temp_dir": temp_dir, "gcs_server_port": _free_port(),
                 "labels": labels_for("on-demand", "m5.large", self._region,

@@ -1,0 +1,39 @@
+"""Helpers for tests that run the local spot cluster as a user does (`tuner cluster up`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import processes_of
+
+BIN = os.path.dirname(sys.executable)
+
+
+def start_cluster(tmp_path, *args):
+    address_file = tmp_path / "cluster.json"
+    proc = subprocess.Popen(
+        [os.path.join(BIN, "tuner"), "cluster", "up", "--local", "--address-file",
+         str(address_file), *args], env={**os.environ, "RAY_AUTH_MODE": "token"},
+        stdout=open(tmp_path / "cluster.log", "w"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not address_file.exists():
+        assert proc.poll() is None, (tmp_path / "cluster.log").read_text()
+        assert time.monotonic() < deadline, "the local cluster did not come up"
+        time.sleep(0.5)
+    return proc, json.loads(address_file.read_text())
+
+
+def stop_cluster(proc, info):
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return processes_of(info["temp_dir"])
