@@ -43,7 +43,8 @@ def ray_cluster():
     temp_dir = tempfile.mkdtemp(prefix="rt-", dir="/tmp")
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "include_dashboard": False, "temp_dir": temp_dir,
-        "gcs_server_port": free_port(), "object_store_memory": 200 * 1024 * 1024})
+        "gcs_server_port": free_port(), "dashboard_agent_listen_port": free_port(),
+        "object_store_memory": 200 * 1024 * 1024})
     ray.init(address=cluster.address, log_to_driver=False)
     yield cluster
     ray.shutdown()

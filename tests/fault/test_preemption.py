@@ -17,6 +17,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import free_port
 from tuner.cost.nodes import labels_for
 from tuner.spot.imds import FakeMetadataServer, InstanceMetadata
 from tuner.spot.watcher import PreemptionWatcher, gcs_drain
@@ -45,6 +46,7 @@ def spot_nodes(ray_cluster):
     nodes = {}
     for zone in ("us-east-1a", "us-east-1b"):
         node = ray_cluster.add_node(num_cpus=1, resources={"spot": 1},
+                                    dashboard_agent_listen_port=free_port(),
                                     labels=labels_for("spot", "c5.xlarge", "us-east-1", zone))
         nodes[node.node_id] = node
     ray_cluster.wait_for_nodes()

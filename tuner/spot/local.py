@@ -82,6 +82,7 @@ class LocalSpotCluster:
         self.temp_dir = temp_dir = tempfile.mkdtemp(prefix="tuner-spot-", dir="/tmp")
         head = {"num_cpus": self._head_cpus, "include_dashboard": self._dashboard,
                 "temp_dir": temp_dir, "gcs_server_port": _free_port(),
+                "dashboard_agent_listen_port": _free_port(),
                 "labels": labels_for("on-demand", "m5.large", self._region,
                                      launched_at=time.time())}
         if self._dashboard:
@@ -116,6 +117,7 @@ class LocalSpotCluster:
             # each node unpacks runtime envs (a job's working_dir) in its own folder, as
             # separate machines would; sharing one, they delete each other's.
             runtime_env_dir_name=f"runtime_resources_node{self._added}",
+            dashboard_agent_listen_port=_free_port(),  # Ray's default is one fixed port
             num_cpus=kind.cpus, labels=labels_for(kind.market, kind.instance_type, self._region,
                                                   kind.zone, launched_at=time.time()))
         imds = watcher = None
