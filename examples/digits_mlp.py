@@ -82,6 +82,8 @@ def main() -> None:
     from tuner.summary import format_table
 
     print(format_table(result))
+    if result.best_metric is None:
+        raise SystemExit("no trial reported a result; see the errors in the table above")
     print(f"\nBest val_accuracy: {result.best_metric:.4f} (trial {result.best_trial_id})")
     print(f"Best config: {result.best_config}")
     print(f"MLflow: {result.mlflow_uri} (parent run {result.parent_run_id}); "

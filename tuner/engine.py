@@ -108,11 +108,28 @@ class _Search(OptunaSearch):
         step = int(result[ITERATION])
         if step <= self._reported.get(trial_id, 0) or trial_id in self._completed_trials:
             return  # a re-run iteration after a restore: Optuna already has this step
+        if trial_id not in self._ot_trials:
+            self._adopt(trial_id, result)
         super().on_trial_result(trial_id, result)
         self._reported[trial_id] = step
 
+    def _adopt(self, trial_id: str, result: dict) -> None:
+        """A trial Tune restored that this searcher's snapshot predates: the driver died
+        between the two saves. Give it an Optuna trial with the same parameters."""
+        params = {k[len("config/"):]: v for k, v in result.items() if k.startswith("config/")}
+        self._ot_study.enqueue_trial(params, skip_if_exists=False)
+        ot_trial = self._ot_study.ask()
+        self._suggest_from_define_by_run_func(self._space, ot_trial)
+        self._ot_trials[trial_id] = ot_trial
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
+        if trial_id not in self._ot_trials:  # restored, never reported again: nothing to tell
+            if result and self.metric in result:
+                self._adopt(trial_id, result)
+            else:
+                self._completed_trials.add(trial_id)
+                return
         if error or trial_id not in self._asha.pruned or trial_id in self._completed_trials:
             super().on_trial_complete(trial_id, result, error)
             return

@@ -90,9 +90,10 @@ def test_an_example_runs_unchanged_under_ray_job_submit(tmp_path):
 
 def _submit(info, root, tmp_path):
     return subprocess.run(
-            [os.path.join(BIN, "ray"), "job", "submit", "--address", info["dashboard"],
-             "--working-dir", root, "--",  # .gitignore keeps .venv out of the upload
-             sys.executable, "examples/digits_mlp.py", "--num-samples", "3", "--max-epochs", "3",
+            # The cluster is on this machine, so the job needs no --working-dir upload
+            # (README shows the remote form, with --working-dir .).
+            [os.path.join(BIN, "ray"), "job", "submit", "--address", info["dashboard"], "--",
+             sys.executable, os.path.join(root, "examples", "digits_mlp.py"), "--num-samples", "3", "--max-epochs", "3",
              "--name", "job", "--storage-path", str(tmp_path / "results"),
              "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db"],
             env={**os.environ, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True,
