@@ -110,7 +110,12 @@ class _Search(OptunaSearch):
             return  # a re-run iteration after a restore: Optuna already has this step
         if trial_id not in self._ot_trials:
             self._adopt(trial_id, result)
-        super().on_trial_result(trial_id, result)
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Optuna was told of its end just before the driver died (after Tune's snapshot).
+            self._completed_trials.add(trial_id)
+            return
         self._reported[trial_id] = step
 
     def _adopt(self, trial_id: str, result: dict) -> None:
@@ -140,7 +145,7 @@ class _Search(OptunaSearch):
                 ot_trial.report(result[self.metric], step)
         try:
             self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
-        except RuntimeError:  # told before the driver restarted
+        except optuna.exceptions.UpdateFinishedTrialError:  # told before the driver restarted
             pass
         self._completed_trials.add(trial_id)
 
