@@ -55,7 +55,7 @@ def test_a_study_on_s3_survives_its_driver(tmp_path, monkeypatch):
             trainable: s3train:train
             space: {{q: {{type: float, low: 0.1, high: 1.0}}}}
             metric: acc
-            num_samples: 8
+            num_samples: 10
             scheduler: {{max_t: 6, grace_period: 2, reduction_factor: 2}}
             storage_path: s3://studies/runs
             name: s3study
@@ -67,7 +67,7 @@ def test_a_study_on_s3_survives_its_driver(tmp_path, monkeypatch):
                                   start_new_session=True, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
         record_file = tmp_path / "tuner_results" / "s3study" / "tuner_study.json"
-        _wait_for_snapshot_after_two_trials(s3, record_file, driver)
+        _wait_for_snapshot_after_a_finished_trial(s3, record_file, driver)
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
         resumed = subprocess.run([*cli, "resume", str(record_file.parent)], cwd=tmp_path,
@@ -81,7 +81,7 @@ def test_a_study_on_s3_survives_its_driver(tmp_path, monkeypatch):
         stop_process_group(moto)
     record = json.loads(record_file.read_text())
     assert record["state"] == "finished" and record["tune_path"] == "s3://studies/runs/s3study"
-    assert len(record["trials"]) == 8
+    assert len(record["trials"]) == 10
     assert {t["status"] for t in record["trials"].values()} <= {"completed", "pruned"}
     assert any("/checkpoint_" in k for k in keys)  # trials checkpointed to S3
     assert any(k.split("/")[-1].startswith("experiment_state") for k in keys)
@@ -101,7 +101,7 @@ def _wait_for(endpoint, timeout=60):
     raise AssertionError("moto_server did not start")
 
 
-def _wait_for_snapshot_after_two_trials(s3, record_file, driver, timeout=180):
+def _wait_for_snapshot_after_a_finished_trial(s3, record_file, driver, timeout=180):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert driver.poll() is None, "the driver ended before it could be killed"
@@ -114,7 +114,7 @@ def _wait_for_snapshot_after_two_trials(s3, record_file, driver, timeout=180):
         objects = s3.list_objects_v2(Bucket="studies", Prefix="runs/s3study/").get("Contents", [])
         states = [o["LastModified"].timestamp() for o in objects
                   if o["Key"].split("/")[-1].startswith("experiment_state")]
-        if 2 <= len(ended) < 7 and states and max(states) > max(ended) + 1.0:
+        if 1 <= len(ended) < 9 and states and max(states) > max(ended):  # S3 times: whole s
             return
         time.sleep(0.3)
-    raise AssertionError("no experiment snapshot on S3 after two finished trials")
+    raise AssertionError("no experiment snapshot on S3 after a finished trial")
