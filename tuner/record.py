@@ -75,6 +75,12 @@ class StudyRecord:
             out[t["status"]] += 1
         return out
 
+    def improves(self, value: float, than: float | None) -> bool:
+        """Whether ``value`` beats ``than`` (None: nothing yet) in the study's mode."""
+        if than is None:
+            return True
+        return value > than if self.data["mode"] == "max" else value < than
+
     def best(self) -> dict[str, Any] | None:
         """The best trial by final metric: among completed ones, else among all that reported.
 

@@ -165,8 +165,7 @@ class StudyBook:
         if metric in metrics:
             value = metrics[metric]
             entry["metric"] = value
-            sign = 1 if self.record.data["mode"] == "max" else -1
-            if entry["best_metric"] is None or sign * value > sign * entry["best_metric"]:
+            if self.record.improves(value, entry["best_metric"]):
                 entry["best_metric"] = value
         logged = dict(metrics)
         if node_id is not None and self.knows_node(node_id):
@@ -215,9 +214,7 @@ class StudyBook:
     # --- internals ------------------------------------------------------------------------
 
     def _is_new_best(self, value: float) -> bool:
-        sign = 1 if self.record.data["mode"] == "max" else -1
-        best = self.record.data.get("best_seen")
-        if best is None or sign * value > sign * best:
+        if self.record.improves(value, self.record.data.get("best_seen")):
             self.record.data["best_seen"] = value
             return True
         return False
