@@ -13,13 +13,13 @@ from tuner.config import StudySettings, import_trainable, settings_from
 from tuner.errors import ConfigError, StudyError
 from tuner.record import OPTUNA_JOURNAL, StudyRecord
 from tuner.search_space import SearchSpace, load_space
-from tuner.tracking import Tracker, default_uri
+from tuner.tracking import Tracker, default_uri, flush_all
 
 if TYPE_CHECKING:
     import pandas as pd
 
 TRIAL_COLUMNS = ["trial_id", "status", "iterations", "metric", "best_metric", "cost_usd",
-                 "wasted_usd", "market", "instance_type", "preemptions", "restarts",
+                 "wasted_usd", "lost_iterations", "market", "instance_type", "preemptions", "restarts",
                  "restarted_at", "mlflow_run_id", "config", "error"]
 
 
@@ -176,6 +176,7 @@ def resume(path: str, trainable: Callable[..., Any] | None = None,
     tracker = Tracker(record.data["mlflow_uri"], record.data["mlflow_experiment"])
     tracker.reopen_study(record.data["parent_run_id"])
     record.data["state"] = "running"
+    record.data["resumes"] = record.data.get("resumes", 0) + 1
     record.save()
     if verbose:
         print(f"[tuner] resuming study {record.data['name']} from {path}", flush=True)
@@ -219,6 +220,7 @@ def _close(path: str, tracker: Tracker) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             tracker.log_artifact(parent, plot_pareto(result, os.path.join(tmp, "pareto.png")))
     tracker.end_run(parent, "completed" if finished else "stopped", tags)
+    flush_all()
 
 
 def _cluster_facts(meter: Mapping[str, Any]) -> str:
@@ -234,7 +236,7 @@ def _cluster_facts(meter: Mapping[str, Any]) -> str:
 def _result(record: StudyRecord) -> TuneResult:
     import pandas as pd
 
-    defaults = {"cost_usd": 0.0, "wasted_usd": 0.0, "preemptions": 0}
+    defaults = {"cost_usd": 0.0, "wasted_usd": 0.0, "lost_iterations": 0, "preemptions": 0}
     rows = [{c: t.get(c, defaults.get(c)) for c in TRIAL_COLUMNS} for t in record.trials.values()]
     frame = pd.DataFrame(rows, columns=TRIAL_COLUMNS).rename(
         columns={"metric": record.data["metric"], "best_metric": f"best_{record.data['metric']}"})

@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dashboard", action="store_true", help="start the dashboard (for ray job submit)")
     p.add_argument("--address-file", help="write the cluster address here once it is up")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ignore-notices", action="store_true",
+                   help="run no preemption watcher: spot nodes die without a drain (to "
+                        "measure what acting on notices saves)")
     p = sub.add_parser("prices", help="show the $/hour a study will be charged")
     p.add_argument("--region", default="us-east-1")
     p.add_argument("--type", action="append", dest="types", metavar="INSTANCE_TYPE",
@@ -221,7 +224,7 @@ def _cluster(args: argparse.Namespace) -> int:
     stop = threading.Event()
     cluster = LocalSpotCluster(workers, hazard_per_hour=args.hazard, time_scale=args.time_scale,
                                head_cpus=args.head_cpus, dashboard=args.dashboard,
-                               seed=args.seed).start()
+                               seed=args.seed, act_on_notices=not args.ignore_notices).start()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         info = {"address": cluster.address, "dashboard": cluster.dashboard_url,

@@ -77,6 +77,21 @@ class StudyBook:
         self._saved = 0.0
         self._max_iteration_usd = 0.0
         self._warned_unlabelled = False
+        if data.get("resumes"):
+            self._close_finished_runs()
+
+    def _close_finished_runs(self) -> None:
+        """End the runs of trials that finished just before the driver died, their end
+        recorded but not yet written to MLflow."""
+        parent = self.record.data["parent_run_id"]
+        for trial_id, run_id in self.tracker.open_trial_runs(parent).items():
+            entry = self.record.trials.get(trial_id)
+            if entry is not None and entry["status"] in _FINAL:
+                entry["mlflow_run_id"] = run_id
+                self.tracker.start_trial(parent, self.record.data["name"], trial_id, {},
+                                         run_id=run_id)
+                self.tracker.end_run(trial_id, entry["status"],
+                                     {"tuner.iterations": entry["iterations"]})
 
     # --- nodes and money ---------------------------------------------------------------
 
@@ -128,16 +143,27 @@ class StudyBook:
         return entry is not None and entry["status"] in _FINAL
 
     def trial_started(self, trial_id: str, config: Mapping[str, Any]) -> None:
+        fresh = trial_id not in self.record.trials
         entry = self.record.trial(trial_id)
-        if entry["mlflow_run_id"] is None:
+        if fresh:
             entry["config"] = dict(config)
-            entry["mlflow_run_id"] = self.tracker.start_trial(
-                self.record.data["parent_run_id"], self.record.data["name"], trial_id, config)
         elif not entry.get("restarting"):  # started again by `tuner resume`
             entry["restarts"] += 1
             entry["restarting"] = True
+        self._track(trial_id, fresh)
         entry["status"] = TrialStatus.RUNNING.value
-        self.save(force=True)
+        self.save()
+
+    def _track(self, trial_id: str, fresh: bool = False) -> None:
+        """Make sure the tracker writes this trial's run (new, or the recorded one)."""
+        if self.tracker.has_trial(trial_id):
+            return
+        entry = self.record.trial(trial_id)
+        self.tracker.start_trial(
+            self.record.data["parent_run_id"], self.record.data["name"], trial_id,
+            entry["config"], run_id=entry["mlflow_run_id"],
+            again=not fresh or bool(self.record.data.get("resumes")),
+            on_created=lambda run_id: entry.__setitem__("mlflow_run_id", run_id))
 
     def trial_recovering(self, trial_id: str, error: str, failures: int) -> None:
         """The trial was lost and will be retried from its last checkpoint.
@@ -175,12 +201,14 @@ class StudyBook:
             cost = self.meter.trials[trial_id]
             info = self.meter.node(node_id)
             entry.update(cost_usd=cost.cost_usd, wasted_usd=cost.wasted_usd,
+                         lost_iterations=cost.lost_iterations,
                          market=info.market.value, instance_type=info.instance_type)
             logged["tuner.cost_usd"] = cost.cost_usd
             self._update_totals()
             if metric in metrics and self._is_new_best(metrics[metric]):
                 self.record.data["cost_to_best_usd"] = self.record.data["cost"]["cost_usd"]
-        self.tracker.log_metrics(entry["mlflow_run_id"], logged, step)
+        self._track(trial_id)
+        self.tracker.log_metrics(trial_id, logged, step)
         self.save()
 
     def trial_ended(self, trial_id: str, status: TrialStatus, error: str | None = None) -> None:
@@ -191,17 +219,17 @@ class StudyBook:
         entry["ended_at"] = self._clock()
         if error:
             entry["error"] = error
-        if entry["mlflow_run_id"]:
-            run = entry["mlflow_run_id"]
-            self.tracker.log_metrics(run, {
-                "tuner.cost_usd": entry.get("cost_usd", 0.0),
-                "tuner.wasted_usd": entry.get("wasted_usd", 0.0),
-                "tuner.preemptions": float(entry.get("preemptions", 0))}, entry["iterations"])
-            self.tracker.end_run(run, status.value, {
-                "tuner.iterations": entry["iterations"], "tuner.restarts": entry["restarts"],
-                "tuner.preempted": str(entry.get("preemptions", 0) > 0).lower(),
-                "tuner.market": entry.get("market", ""),
-                "tuner.instance_type": entry.get("instance_type", "")})
+        self._track(trial_id)
+        self.tracker.log_metrics(trial_id, {
+            "tuner.cost_usd": entry.get("cost_usd", 0.0),
+            "tuner.wasted_usd": entry.get("wasted_usd", 0.0),
+            "tuner.lost_iterations": float(entry.get("lost_iterations", 0)),
+            "tuner.preemptions": float(entry.get("preemptions", 0))}, entry["iterations"])
+        self.tracker.end_run(trial_id, status.value, {
+            "tuner.iterations": entry["iterations"], "tuner.restarts": entry["restarts"],
+            "tuner.preempted": str(entry.get("preemptions", 0) > 0).lower(),
+            "tuner.market": entry.get("market", ""),
+            "tuner.instance_type": entry.get("instance_type", "")})
         self.save(force=True)
 
     def experiment_ended(self, unfinished: Sequence[str]) -> None:
@@ -209,6 +237,7 @@ class StudyBook:
             if trial_id in self.record.trials and not self.finished(trial_id):
                 self.trial_ended(trial_id, TrialStatus.STOPPED)
         self._update_totals()
+        self.tracker.flush()
         self.save(force=True)
 
     # --- internals ------------------------------------------------------------------------

@@ -8,8 +8,11 @@ open at once and reattach to them after a restart.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tuner.errors import StudyError
@@ -42,15 +45,46 @@ def _probe(uri: str, timeout_s: float = 5.0) -> None:
                          f"(e.g. sqlite:///mlflow.db)") from None
 
 
+_CLIENTS: dict[str, Any] = {}  # tracking URI -> MlflowClient (its store is slow to open)
+_TRACKERS: weakref.WeakSet[Tracker] = weakref.WeakSet()
+
+
+def flush_all() -> None:
+    """Wait until every tracker's queued writes are in their stores."""
+    for tracker in list(_TRACKERS):
+        tracker.flush()
+
+
+def _client(uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    if uri not in _CLIENTS:
+        _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
+    return _CLIENTS[uri]
+
+
 class Tracker:
-    """Writes a study and its trials to an MLflow tracking store."""
+    """Writes a study and its trials to an MLflow tracking store.
 
-    def __init__(self, uri: str | None, experiment: str) -> None:
-        from mlflow.tracking import MlflowClient
+    The study's own run is written at once. Trial runs, and anything logged while the
+    study runs, go through a queue that one background thread writes in order, every
+    ``batch_s`` seconds, a trial's metrics in one batch: the driver's event loop never
+    waits on the store. :meth:`flush` waits until the queue is written. A trial is
+    named by its trial id; the thread creates its run and tells ``on_created`` the id.
+    """
 
+    def __init__(self, uri: str | None, experiment: str, batch_s: float = 0.5) -> None:
         self.uri = uri or default_uri()
         _probe(self.uri)
-        self._client = MlflowClient(tracking_uri=self.uri)
+        self._client = _client(self.uri)
+        self._runs: dict[str, str] = {}  # trial id -> its run id
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._batch_s = batch_s
+        self._trials: set[str] = set()  # trial ids started or attached
+        self._warned = False
+        _TRACKERS.add(self)
         try:
             found = self._client.get_experiment_by_name(experiment)
             self.experiment_id = (found.experiment_id if found is not None
@@ -61,11 +95,13 @@ class Tracker:
                 f"{str(exc).splitlines()[0][:200]}); start the server or pass another "
                 f"mlflow_uri (e.g. sqlite:///mlflow.db)") from None
 
+    # --- the study's run: written now ----------------------------------------------------
+
     def start_study(self, name: str, params: Mapping[str, Any], space: Mapping[str, Any]) -> str:
         run = self._client.create_run(self.experiment_id, run_name=name,
                                       tags={"tuner.kind": "study", "tuner.study": name})
         run_id = run.info.run_id
-        self._log_params(run_id, params)
+        self._log_batch(run_id, params=params)
         self._client.log_dict(run_id, dict(space), "space.yaml")
         self._client.log_dict(run_id, {k: v if isinstance(v, (str, int, float, bool)) else str(v)
                                        for k, v in params.items()}, "config.yaml")
@@ -75,39 +111,149 @@ class Tracker:
         self._client.update_run(run_id, status="RUNNING")
         self._client.set_tag(run_id, "tuner.resumed", "true")
 
-    def start_trial(self, parent_run_id: str, study: str, trial_id: str,
-                    params: Mapping[str, Any]) -> str:
-        run = self._client.create_run(
-            self.experiment_id, run_name=trial_id,
-            tags={PARENT_TAG: parent_run_id, "tuner.kind": "trial", "tuner.study": study,
-                  "tuner.trial_id": trial_id})
-        self._log_params(run.info.run_id, params)
-        return run.info.run_id
-
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        if batch:
-            self._client.log_batch(run_id, metrics=batch)
-
-    def end_run(self, run_id: str, status: str, tags: Mapping[str, Any] = {}) -> None:
-        """Close a run; ``status`` is one of completed, pruned, failed, stopped, running."""
-        self.set_tags(run_id, {"tuner.status": status, **tags})
-        if status != "running":
-            self._client.set_terminated(run_id, _STATUS[status])
-
-    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        for k, v in tags.items():
-            self._client.set_tag(run_id, k, str(v))
-
     def log_artifact(self, run_id: str, path: str) -> None:
         self._client.log_artifact(run_id, path)
 
-    def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
+    # --- queued: trials, and the study's run while trials write -----------------------------
 
-        batch = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
-        for i in range(0, len(batch), 100):
-            self._client.log_batch(run_id, params=batch[i:i + 100])
+    def start_trial(self, parent_run_id: str, study: str, trial_id: str,
+                    params: Mapping[str, Any], run_id: str | None = None,
+                    on_created: Callable[[str], None] | None = None,
+                    again: bool = False) -> None:
+        """Open the trial's nested run, or reattach to ``run_id`` after a restart.
+
+        ``again``: the trial ran before this driver and its run id was not recorded; its
+        run may exist (the driver died between creating it and saving the record).
+        """
+        self._trials.add(trial_id)
+        if run_id is not None:
+            self._runs[trial_id] = run_id
+            return
+        self._put(("start", trial_id, parent_run_id, study, dict(params), on_created, again))
+
+    def open_trial_runs(self, parent_run_id: str) -> dict[str, str]:
+        """Trial id -> run id of the study's trial runs still marked running in the store."""
+        runs = self._client.search_runs(
+            [self.experiment_id], max_results=5000,
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and "
+                          f"attributes.status = 'RUNNING'")
+        return {r.data.tags.get("tuner.trial_id", ""): r.info.run_id for r in runs}
+
+    def has_trial(self, trial_id: str) -> bool:
+        return trial_id in self._trials
+
+    def log_metrics(self, ref: str, metrics: Mapping[str, float], step: int) -> None:
+        """``ref``: a trial id (of :meth:`start_trial`) or a run id."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._put(("metrics", ref, [Metric(k, float(v), now, step) for k, v in metrics.items()]))
+
+    def set_tags(self, ref: str, tags: Mapping[str, Any]) -> None:
+        self._put(("tags", ref, {k: str(v) for k, v in tags.items()}))
+
+    def end_run(self, ref: str, status: str, tags: Mapping[str, Any] = {}) -> None:
+        """Close a run; ``status`` is one of completed, pruned, failed, stopped, running."""
+        self.set_tags(ref, {"tuner.status": status, **tags})
+        if status != "running":
+            self._put(("end", ref, _STATUS[status]))
+
+    def flush(self) -> None:
+        """Wait until everything queued is in the store."""
+        if self._writer is None:
+            return
+        done = threading.Event()
+        self._queue.put(("flush", done))
+        self._wake.set()
+        done.wait()
+
+    # --- the writer thread -------------------------------------------------------------
+
+    def _put(self, op: tuple) -> None:
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_forever, daemon=True,
+                                            name="tuner-mlflow-writer")
+            self._writer.start()
+        self._queue.put(op)
+
+    def _write_forever(self) -> None:
+        while True:
+            ops = [self._queue.get()]
+            if ops[0][0] != "flush":
+                self._wake.wait(self._batch_s)  # let a batch gather (a flush cuts it short)
+                self._wake.clear()
+            while not self._queue.empty():
+                ops.append(self._queue.get())
+            self._write(ops)
+
+    def _write(self, ops: list[tuple]) -> None:
+        metrics: dict[str, list[Any]] = {}  # run id -> metrics gathered, written in one batch
+
+        def write_metrics(run_id: str | None = None) -> None:
+            for rid in [run_id] if run_id else list(metrics):
+                if rid in metrics:
+                    self._log_batch(rid, metrics=metrics.pop(rid))
+
+        for op in ops:
+            kind = op[0]
+            try:
+                if kind == "flush":
+                    write_metrics()
+                    op[1].set()
+                    continue
+                run_id = self._runs.get(op[1], op[1])
+                if kind == "start":
+                    self._create_trial_run(*op[1:])
+                elif kind == "metrics":
+                    metrics.setdefault(run_id, []).extend(op[2])
+                elif kind == "tags":
+                    write_metrics(run_id)
+                    self._log_batch(run_id, tags=op[2])
+                elif kind == "end":
+                    write_metrics(run_id)
+                    self._client.set_terminated(run_id, op[2])
+            except Exception as exc:  # the store refused or vanished: say so once, go on
+                self._warn(exc)
+        try:
+            write_metrics()
+        except Exception as exc:
+            self._warn(exc)
+
+    def _create_trial_run(self, trial_id: str, parent_run_id: str, study: str,
+                          params: dict[str, Any],
+                          on_created: Callable[[str], None] | None, again: bool) -> None:
+        found = self._client.search_runs(
+            [self.experiment_id], max_results=1,
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and "
+                          f"tags.`tuner.trial_id` = '{trial_id}'") if again else []
+        if found:  # created just before the driver died, before the record was saved
+            run_id = found[0].info.run_id
+        else:
+            run = self._client.create_run(
+                self.experiment_id, run_name=trial_id,
+                tags={PARENT_TAG: parent_run_id, "tuner.kind": "trial", "tuner.study": study,
+                      "tuner.trial_id": trial_id})
+            run_id = run.info.run_id
+            self._log_batch(run_id, params=params)
+        self._runs[trial_id] = run_id
+        if on_created is not None:
+            on_created(run_id)
+
+    def _log_batch(self, run_id: str, metrics: list[Any] = (), params: Mapping[str, Any] = {},
+                   tags: Mapping[str, str] = {}) -> None:
+        from mlflow.entities import Param, RunTag
+
+        params_ = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
+        tags_ = [RunTag(str(k), str(v)) for k, v in tags.items()]
+        chunks = max(-(-len(metrics) // 1000), -(-len(params_) // 100), -(-len(tags_) // 100))
+        for i in range(chunks):  # MLflow's limits per batch: 1000 metrics, 100 params/tags
+            self._client.log_batch(run_id, metrics=metrics[i * 1000:(i + 1) * 1000],
+                                   params=params_[i * 100:(i + 1) * 100],
+                                   tags=tags_[i * 100:(i + 1) * 100])
+
+    def _warn(self, exc: Exception) -> None:
+        if not self._warned:
+            self._warned = True
+            print(f"[tuner] warning: writing to MLflow at {self.uri} failed "
+                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); the study "
+                  f"record keeps every result", flush=True)

@@ -69,6 +69,7 @@ def test_a_re_run_iteration_is_wasted():
     trial = meter.trials["t"]
     assert trial.cost_usd == pytest.approx(16 * 0.001)
     assert trial.wasted_usd == pytest.approx(4 * 0.001)
+    assert trial.lost_iterations == 1
 
 
 def test_useful_plus_wasted_plus_idle_is_the_cluster_bill():
@@ -101,6 +102,7 @@ def test_the_meter_survives_a_round_trip_through_the_record():
     assert again.totals(now=20) == meter.totals(now=20)
     again.charge("t", "a", 2, seconds=5, end=17, cpus=2)
     assert again.trials["t"].wasted_usd == meter.trials["t"].wasted_usd
+    assert again.trials["t"].lost_iterations == 1
 
 
 def test_nodes_are_priced_from_their_labels_or_the_default():

@@ -41,6 +41,7 @@ class TrialCost:
     iterations: dict[int, float] = field(default_factory=dict)  # latest charge per iteration
     markets: set[str] = field(default_factory=set)
     instance_types: set[str] = field(default_factory=set)
+    lost_iterations: int = 0  # iterations run again after a restart
 
 
 @dataclass
@@ -77,7 +78,7 @@ class CostMeter:
             meter.trials[k] = TrialCost(
                 t["cost_usd"], t["wasted_usd"], t["on_demand_usd"],
                 {int(i): v for i, v in t["iterations"].items()}, set(t["markets"]),
-                set(t["instance_types"]))
+                set(t["instance_types"]), t.get("lost_iterations", 0))
         return meter
 
     @property
@@ -108,6 +109,7 @@ class CostMeter:
         trial = self.trials.setdefault(trial_id, TrialCost())
         if iteration in trial.iterations:  # re-run after a restart: the first run was lost
             trial.wasted_usd += trial.iterations[iteration]
+            trial.lost_iterations += 1
         trial.iterations[iteration] = usd
         trial.cost_usd += usd
         trial.on_demand_usd += usd * (info.on_demand_usd_per_hour or info.usd_per_hour) / \

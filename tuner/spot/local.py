@@ -52,11 +52,15 @@ class LocalSpotCluster:
     def __init__(self, workers: tuple[WorkerType, ...] = DEFAULT_WORKERS,
                  hazard_per_hour: float = 0.0, time_scale: float = 60.0,
                  notice_s: float = 120.0, margin_s: float = 15.0, head_cpus: int = 0,
-                 dashboard: bool = False, seed: int = 0, region: str = "us-east-1") -> None:
+                 dashboard: bool = False, seed: int = 0, region: str = "us-east-1",
+                 act_on_notices: bool = True) -> None:
         """``time_scale`` simulated seconds pass per real second (hazard and notice are
-        in simulated time: the default 60 turns a 2-minute notice into 2 real seconds)."""
+        in simulated time: the default 60 turns a 2-minute notice into 2 real seconds).
+        ``act_on_notices=False`` runs no preemption watcher: nodes die without a drain,
+        as on a cluster that ignores the notice."""
         self._kinds, self._scale, self._margin = workers, time_scale, margin_s
         self._head_cpus, self._dashboard, self._region = head_cpus, dashboard, region
+        self._act = act_on_notices
         self.market = SpotMarket(hazard_per_hour, notice_s, seed)
         self._workers: dict[str, _Worker] = {}
         self._deadlines: dict[str, float] = {}  # node -> real time its notice expires
@@ -123,6 +127,7 @@ class LocalSpotCluster:
         imds = watcher = None
         if kind.market == "spot":
             imds = FakeMetadataServer()
+        if kind.market == "spot" and self._act:
             watcher = PreemptionWatcher(node.node_id, InstanceMetadata(imds.endpoint),
                                         gcs_drain(self.cluster.address),
                                         margin_s=self._margin / self._scale)

@@ -1,0 +1,160 @@
+"""Spot economics: one small study on the local spot cluster under the market simulator.
+
+For each preemption rate (per node-hour, simulated time on the cluster's 60x clock), the
+same study runs on three spot workers, acting on interruption notices (a watcher drains
+the node; ``tuner.report`` then checkpoints every iteration) or ignoring them (the node
+just dies), and once on three on-demand workers of the same types. Dollars come from the
+study's cost meter (real node-seconds x catalog price); preemptions from the cluster's
+log. Real: the cluster's Ray nodes (SIGKILLed when preempted), the driver, MLflow. Faked:
+EC2 (the market simulator and a local metadata endpoint per spot node).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+WORKERS = ("c5.xlarge:{m}:1:us-east-1a", "m5.xlarge:{m}:1:us-east-1b",
+           "c5.xlarge:{m}:1:us-east-1c")
+SPACE = {"lr": {"type": "float", "low": 0.01, "high": 0.5, "log": True},
+         "width": {"type": "int", "low": 8, "high": 128, "log": True}}
+
+
+def train(config: dict) -> None:
+    """A stand-in for training: 0.5 s per epoch, a checkpoint every 4 epochs."""
+    import math
+
+    import tuner
+
+    state = tuner.load_state() or {"epoch": 0}
+    while True:
+        time.sleep(0.5)
+        state["epoch"] += 1
+        acc = (1 - math.exp(-config["lr"] * state["epoch"])) * (1 - 1 / config["width"])
+        tuner.report({"acc": acc}, state=state, checkpoint_every=4)
+
+
+def run_one(market: str, hazard: float, act: bool, seed: int, root: str,
+            args: argparse.Namespace) -> dict:
+    import ray
+
+    import tuner
+
+    name = f"{market}-{hazard:g}-{'notice' if act else 'ignore'}-{seed}"
+    work = os.path.join(root, name)
+    os.makedirs(work)
+    address_file, log_path = os.path.join(work, "cluster.json"), os.path.join(work, "cluster.log")
+    command = [sys.executable, "-m", "tuner.cli", "cluster", "up", "--local", "--hazard",
+               str(hazard), "--seed", str(seed), "--address-file", address_file]
+    for w in WORKERS:
+        command += ["--worker", w.format(m=market)]
+    if not act:
+        command.append("--ignore-notices")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        while not os.path.exists(address_file):
+            if proc.poll() is not None:
+                raise RuntimeError(open(log_path).read()[-2000:])
+            time.sleep(0.5)
+        with open(address_file) as f:
+            address = json.load(f)["address"]
+        start = time.perf_counter()
+        result = tuner.tune(train, SPACE, metric="acc", num_samples=args.samples, max_t=24,
+                            grace_period=4, reduction_factor=2, max_failures=3, seed=seed,
+                            ray_address=address, storage_path=os.path.join(work, "results"),
+                            name=name, mlflow_uri=f"sqlite:///{root}/mlflow.db", verbose=False)
+        wall = time.perf_counter() - start
+        ray.shutdown()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    with open(log_path) as f:
+        kills = f.read().count("[cluster] killed")
+    lost = int(result.trials["lost_iterations"].sum())
+    return {"market": market, "hazard": hazard, "notices": act if market == "spot" else None,
+            "preemptions": kills, "trial_usd": result.cost["cost_usd"],
+            "wasted_usd": result.cost["wasted_usd"], "cluster_usd": result.cost["cluster_usd"],
+            "lost_iterations": lost, "lost_per_preemption": lost / kills if kills else None,
+            "wall_s": wall, "best": result.best_metric,
+            "trials": len(result.trials), "failed": int((result.trials["status"] == "failed").sum())}
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """Median over seeds per setting; dollars also as a fraction of the on-demand study's."""
+    base = [r for r in runs if r["market"] == "on-demand"]
+    base_trial = statistics.median(r["trial_usd"] for r in base)
+    base_cluster = statistics.median(r["cluster_usd"] for r in base)
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["market"], r["hazard"], r["notices"]), []).append(r)
+    rows = []
+    for (market, hazard, notices), rs in groups.items():
+        med = {k: statistics.median(r[k] for r in rs) for k in
+               ("trial_usd", "wasted_usd", "cluster_usd", "wall_s", "best")}
+        kills = sum(r["preemptions"] for r in rs)
+        lost = sum(r["lost_iterations"] for r in rs)
+        rows.append({"market": market, "hazard": hazard, "notices": notices, "runs": len(rs),
+                     "preemptions": kills, "lost_per_preemption": lost / kills if kills else None,
+                     "failed": sum(r["failed"] for r in rs), **med,
+                     "x_on_demand": med["trial_usd"] / base_trial,
+                     "cluster_x_on_demand": med["cluster_usd"] / base_cluster})
+    return rows
+
+
+def table(rows: list[dict]) -> list[str]:
+    lines = ["| workers | preemptions / node-hour | acts on notices | runs | preemptions | "
+             "lost iterations per preemption | trial $ | wasted $ | trial $ x on-demand | "
+             "cluster $ (head, idle) x on-demand | failed trials | wall s | best acc |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+             "| ---: |"]
+    for r in rows:
+        notices = "-" if r["notices"] is None else ("yes" if r["notices"] else "no")
+        lost = "-" if r["lost_per_preemption"] is None else f"{r['lost_per_preemption']:.2f}"
+        lines.append(
+            f"| {r['market']} | {r['hazard']:g} | {notices} | {r['runs']} | {r['preemptions']} | "
+            f"{lost} | {r['trial_usd']:.6f} | {r['wasted_usd']:.6f} | {r['x_on_demand']:.2f} | "
+            f"{r['cluster_x_on_demand']:.2f} | {r['failed']} | {r['wall_s']:.0f} | "
+            f"{r['best']:.4f} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hazards", default="0,0.05,0.3,1.3")
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--samples", type=int, default=24)
+    args = parser.parse_args(argv)
+    hazards = [float(h) for h in args.hazards.split(",")]
+    settings = [("on-demand", 0.0, True)]
+    for h in hazards:
+        settings += [("spot", h, True)] + ([("spot", h, False)] if h > 0 else [])
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="tuner-bench-spot-") as root:
+        for seed in range(args.seeds):
+            for market, hazard, act in settings:
+                r = run_one(market, hazard, act, seed, root, args)
+                runs.append(r)
+                print(f"  {market:9} hazard {hazard:<4g} notices {'yes' if act else 'no ':3} "
+                      f"seed {seed}: {r['preemptions']} preempted, lost {r['lost_iterations']} "
+                      f"iterations, ${r['trial_usd']:.6f} ({r['wall_s']:.0f} s)", flush=True)
+    rows = summarise(runs)
+    print("\nSpot economics on the local spot cluster")
+    print("\n".join(table(rows)))
+    return {"rows": rows, "runs": runs, "args": vars(args)}
+
+
+if __name__ == "__main__":
+    main()
