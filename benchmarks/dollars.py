@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from benchmarks.lcbench import EPOCHS, SPACE, LCBench
+from benchmarks.lcbench import EPOCHS, SPACE, shared
 
 TASKS = ("3945", "7593", "34539", "126025", "146212", "167168", "168330", "189906")
 INSTANCE = "m5.large"
@@ -31,23 +31,15 @@ BY_HAND = "Ray Tune + OptunaSearch + ASHA by hand, on-demand"
 OPTUNA = "Optuna + HyperbandPruner, on-demand"
 METHODS = (OURS, RANDOM, TPE_FULL, BY_HAND, OPTUNA)
 
-_BENCH: LCBench | None = None
-
-
-def _bench() -> LCBench:
-    global _BENCH  # one ONNX session per worker process (actors are reused)
-    if _BENCH is None:
-        _BENCH = LCBench()
-    return _BENCH
-
-
 def make_trainable(task: str, time_scale: float, log_path: str) -> Callable[[dict], None]:
     """A Ray Tune function trainable: train ``config`` on ``task`` epoch by epoch."""
     def lcbench(config: dict) -> None:
         from ray import tune
 
+        from benchmarks.lcbench import shared  # by name: this module may travel by value
+
         params = {k: config[k] for k in SPACE}
-        curve = _bench().curve(task, params)
+        curve = shared().curve(task, params)
         trial = tune.get_context().get_trial_id()
         for epoch in range(1, EPOCHS + 1):
             seconds = curve.epoch_seconds(epoch)
@@ -106,7 +98,7 @@ def _run_optuna(task: str, num_samples: int, seed: int, log_path: str) -> None:
     """Optuna alone, sequential and in-process, with its Hyperband pruner."""
     import optuna
 
-    bench, clock = _bench(), [0.0]
+    bench, clock = shared(), [0.0]
 
     def objective(trial: optuna.Trial) -> float:
         params = {}
@@ -212,7 +204,7 @@ def summarise(traces: list[Trace]) -> list[dict]:
         # Not reaching the target: count the whole spend (a lower bound on what it takes).
         to = {m: t.dollars_to(target) for m, t in cell.items()}
         cost = {m: to[m] if to[m] is not None else t.total for m, t in cell.items()}
-        bench = _bench()
+        bench = shared()
         for m, t in cell.items():
             p = per[m]
             p["gap"].append(top_at - best_at[m] if not math.isnan(best_at[m]) else math.nan)
@@ -314,7 +306,8 @@ def plot(res: dict, path: str) -> str:
     tasks = list(dict.fromkeys(t.task for t in traces))
     cols = min(4, len(tasks))
     rows = math.ceil(len(tasks) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(4 * cols, 10), 3.2 * rows + 1),
+                             squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         cell = [t for t in traces if t.task == task]
         top = max(t.best[-1] for t in cell)
@@ -322,15 +315,15 @@ def plot(res: dict, path: str) -> str:
             ax.step(t.dollars, t.best, where="post", label=t.method)
         ax.axhline(top - 1.0, color="grey", lw=0.8, ls=":")
         ax.set_xscale("log")
-        ax.set_ylim(top - 6, top + 0.5)
+        ax.set_ylim(min(top - 3, min(t.best[-1] for t in cell) - 1), top + 0.5)
         ax.set_title(f"LCBench task {task}", fontsize=9)
         ax.set_xlabel("$ spent")
         ax.set_ylabel("best val_accuracy (%)")
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8)
+    fig.tight_layout(rect=(0, 0.14 / rows, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

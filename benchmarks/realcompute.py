@@ -81,13 +81,13 @@ def run_random(trainable, args, seed: int, root: str) -> dict:
                                     num_samples=args.samples, reuse_actors=True),
         run_config=tune.RunConfig(storage_path=root, name=f"random{seed}", verbose=0)).fit()
     wall = time.perf_counter() - start
-    frame = grid.get_dataframe()
-    seconds = frame["time_total_s"].sum()
+    last = [r.metrics for r in grid if r.metrics]  # each trial's last result
+    seconds = sum(m["time_total_s"] for m in last)
     share = 1 / price.vcpus  # one CPU of the node, as the meter charges a trial
     usd = seconds * price.on_demand_usd_hour / 3600 * share
     return {"method": "Ray Tune FIFO random search, on-demand", "wall_s": wall, "usd": usd,
-            "on_demand_usd": usd, "best": float(frame["val_accuracy"].max()),
-            "iterations": int(frame["training_iteration"].sum())}
+            "on_demand_usd": usd, "best": max(m["val_accuracy"] for m in last),
+            "iterations": sum(m["training_iteration"] for m in last)}
 
 
 def main(argv: list[str] | None = None) -> dict:

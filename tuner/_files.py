@@ -33,7 +33,8 @@ def write_json_atomic(path: str, data: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True, default=str)
+            # one line: json's C encoder (indenting falls back to the pure-Python one)
+            f.write(json.dumps(data, sort_keys=True, default=str, separators=(",", ":")))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

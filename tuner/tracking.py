@@ -187,41 +187,49 @@ class Tracker:
             self._write(ops)
 
     def _write(self, ops: list[tuple]) -> None:
-        metrics: dict[str, list[Any]] = {}  # run id -> metrics gathered, written in one batch
+        """Write one batch of queued operations in order, each run's params, metrics and
+        tags gathered into one store call (before the run ends, or after the batch)."""
+        pending: dict[str, dict[str, Any]] = {}  # run id -> params, metrics, tags to write
 
-        def write_metrics(run_id: str | None = None) -> None:
-            for rid in [run_id] if run_id else list(metrics):
-                if rid in metrics:
-                    self._log_batch(rid, metrics=metrics.pop(rid))
+        def write(run_id: str | None = None) -> None:
+            for rid in [run_id] if run_id else list(pending):
+                if rid in pending:
+                    self._log_batch(rid, **pending.pop(rid))
+
+        def gather(run_id: str) -> dict[str, Any]:
+            return pending.setdefault(run_id, {"metrics": [], "params": {}, "tags": {}})
 
         for op in ops:
             kind = op[0]
             try:
                 if kind == "flush":
-                    write_metrics()
+                    write()
                     op[1].set()
                     continue
                 run_id = self._runs.get(op[1], op[1])
                 if kind == "start":
-                    self._create_trial_run(*op[1:])
+                    run_id, created = self._create_trial_run(*op[1:])
+                    if created:
+                        gather(run_id)["params"].update(op[4])
                 elif kind == "metrics":
-                    metrics.setdefault(run_id, []).extend(op[2])
+                    gather(run_id)["metrics"].extend(op[2])
                 elif kind == "tags":
-                    write_metrics(run_id)
-                    self._log_batch(run_id, tags=op[2])
+                    gather(run_id)["tags"].update(op[2])
                 elif kind == "end":
-                    write_metrics(run_id)
+                    write(run_id)
                     self._client.set_terminated(run_id, op[2])
             except Exception as exc:  # the store refused or vanished: say so once, go on
                 self._warn(exc)
         try:
-            write_metrics()
+            write()
         except Exception as exc:
             self._warn(exc)
 
     def _create_trial_run(self, trial_id: str, parent_run_id: str, study: str,
                           params: dict[str, Any],
-                          on_created: Callable[[str], None] | None, again: bool) -> None:
+                          on_created: Callable[[str], None] | None,
+                          again: bool) -> tuple[str, bool]:
+        """The trial's run id, and whether it was created now (not found from before)."""
         found = self._client.search_runs(
             [self.experiment_id], max_results=1,
             filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and "
@@ -234,10 +242,10 @@ class Tracker:
                 tags={PARENT_TAG: parent_run_id, "tuner.kind": "trial", "tuner.study": study,
                       "tuner.trial_id": trial_id})
             run_id = run.info.run_id
-            self._log_batch(run_id, params=params)
         self._runs[trial_id] = run_id
         if on_created is not None:
             on_created(run_id)
+        return run_id, not found
 
     def _log_batch(self, run_id: str, metrics: list[Any] = (), params: Mapping[str, Any] = {},
                    tags: Mapping[str, str] = {}) -> None:

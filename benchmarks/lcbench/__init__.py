@@ -87,3 +87,13 @@ class LCBench:
         out = self.predict(rows)
         return Curve(time=np.array([o["time"] for o in out]),
                      val_accuracy=np.array([o["val_accuracy"] for o in out]))
+
+
+_SHARED: list[LCBench] = []
+
+
+def shared() -> LCBench:
+    """One surrogate per process (Ray reuses trial actors; loading takes ~0.1 s)."""
+    if not _SHARED:
+        _SHARED.append(LCBench())
+    return _SHARED[0]
