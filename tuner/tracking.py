@@ -67,9 +67,9 @@ class Tracker:
     """Writes a study and its trials to an MLflow tracking store.
 
     The study's own run is written at once. Trial runs, and anything logged while the
-    study runs, go through a queue that one background thread writes in order, every
-    ``batch_s`` seconds, a trial's metrics in one batch: the driver's event loop never
-    waits on the store. :meth:`flush` waits until the queue is written. A trial is
+    study runs, go through a queue that one background thread writes in order every
+    ``batch_s`` seconds, a run's params, metrics and tags in one call: the driver's event
+    loop never waits on the store. :meth:`flush` waits until the queue is written. A trial is
     named by its trial id; the thread creates its run and tells ``on_created`` the id.
     """
 
