@@ -14,6 +14,23 @@ from tests.conftest import processes_of
 BIN = os.path.dirname(sys.executable)
 
 
+def counting_trainable(iterations: int, sleep_s: float, checkpoint_every: int = 1) -> str:
+    """Source of a module whose ``train`` counts to ``iterations``, sleeping ``sleep_s`` per
+    step, reporting ``acc = q * step / iterations`` and resuming from its checkpoint."""
+    return f'''
+import time
+import tuner
+
+def train(config):
+    state = tuner.load_state() or {{"it": 0}}
+    while state["it"] < {iterations}:
+        time.sleep({sleep_s})
+        state["it"] += 1
+        tuner.report({{"acc": config["q"] * state["it"] / {iterations}}}, state=state,
+                     checkpoint_every={checkpoint_every})
+'''
+
+
 def start_cluster(tmp_path, *args):
     address_file = tmp_path / "cluster.json"
     proc = subprocess.Popen(

@@ -19,19 +19,9 @@ import urllib.request
 import boto3
 
 from tests.conftest import free_port, stop_process_group
-from tests.helpers import start_cluster, stop_cluster
+from tests.helpers import counting_trainable, start_cluster, stop_cluster
 
-TRAINABLE = '''
-import time
-import tuner
-
-def train(config):
-    state = tuner.load_state() or {"it": 0}
-    while state["it"] < 6:
-        time.sleep(0.6)
-        state["it"] += 1
-        tuner.report({"acc": config["q"] * state["it"] / 6}, state=state)
-'''
+TRAINABLE = counting_trainable(6, 0.6)
 
 
 def test_a_study_on_s3_survives_its_driver(tmp_path, monkeypatch):

@@ -17,20 +17,10 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import start_cluster, stop_cluster
+from tests.helpers import counting_trainable, start_cluster, stop_cluster
 
 BIN = os.path.dirname(sys.executable)
-TRAINABLE = '''
-import time
-import tuner
-
-def train(config):
-    state = tuner.load_state() or {"it": 0}
-    while state["it"] < 8:
-        time.sleep(0.4)
-        state["it"] += 1
-        tuner.report({"acc": config["q"] * state["it"] / 8}, state=state, checkpoint_every=3)
-'''
+TRAINABLE = counting_trainable(8, 0.4, checkpoint_every=3)
 
 
 def test_a_study_under_frequent_preemptions_loses_no_trial(tmp_path):
