@@ -100,11 +100,15 @@ def _wait_for_snapshot_after_a_finished_trial(s3, record_file, driver, timeout=1
         except (FileNotFoundError, json.JSONDecodeError):
             time.sleep(0.3)
             continue
-        ended = [t["ended_at"] for t in record["trials"].values() if t["status"] != "running"]
+        ended = [t for t in record["trials"].values() if t["status"] != "running"]
         objects = s3.list_objects_v2(Bucket="studies", Prefix="runs/s3study/").get("Contents", [])
-        states = [o["LastModified"].timestamp() for o in objects
-                  if o["Key"].split("/")[-1].startswith("experiment_state")]
-        if 1 <= len(ended) < 9 and states and max(states) > max(ended):  # S3 times: whole s
-            return
+        states = [o for o in objects if o["Key"].split("/")[-1].startswith("experiment_state")]
+        if 1 <= len(ended) < 9 and states:
+            # Tune uploads its snapshots in the background, so an object's time says little
+            # about its content: read it, and kill once it knows every trial the record does.
+            latest = max(states, key=lambda o: o["LastModified"])
+            state = s3.get_object(Bucket="studies", Key=latest["Key"])["Body"].read().decode()
+            if all(trial_id in state for trial_id in record["trials"]):
+                return
         time.sleep(0.3)
-    raise AssertionError("no experiment snapshot on S3 after a finished trial")
+    raise AssertionError("no experiment snapshot on S3 holding a finished trial")
