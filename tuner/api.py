@@ -184,6 +184,7 @@ def resume(path: str, trainable: Callable[..., Any] | None = None,
     try:
         engine.resume_study(trainable, path, record.data.get("tune_path", path),
                             settings.get("resources_per_trial", {"cpu": 1}),
+                            settings.get("max_concurrent_trials"),
                             ray_address=ray_address or settings.get("ray_address"))
     finally:
         _close(path, tracker)

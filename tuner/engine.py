@@ -397,11 +397,12 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
             stop=_StudyStopper(study),
             verbose=0),
     )
-    _fit(tuner, experiment_dir)
+    _fit(tuner, experiment_dir, resources, settings.max_concurrent_trials)
 
 
 def resume_study(trainable: Callable[..., Any], experiment_dir: str, tune_path: str,
-                 resources: Mapping[str, float], ray_address: str | None = None) -> None:
+                 resources: Mapping[str, float], max_concurrent: int | None,
+                 ray_address: str | None = None) -> None:
     """Continue a study whose driver stopped: same trials, Optuna study and MLflow runs."""
     _quiet()
     connect(ray_address)
@@ -413,10 +414,28 @@ def resume_study(trainable: Callable[..., Any], experiment_dir: str, tune_path: 
     resources = {k.lower(): v for k, v in resources.items()}
     tuner = Tuner.restore(tune_path, tune.with_resources(_with_node_id(trainable), resources),
                           resume_unfinished=True, resume_errored=False)
-    _fit(tuner, experiment_dir)
+    _fit(tuner, experiment_dir, resources, max_concurrent)
 
 
-def _fit(tuner: Tuner, experiment_dir: str) -> None:
+def trial_slots(cluster: Mapping[str, float], resources: Mapping[str, float]) -> int:
+    """How many trials needing ``resources`` (``{"cpu": 1}``) fit in ``cluster``'s totals
+    (``ray.cluster_resources()``); at least 1."""
+    need = {("CPU" if k == "cpu" else "GPU" if k == "gpu" else k): v
+            for k, v in resources.items() if v > 0}
+    fits = [int(cluster.get(k, 0) // v) for k, v in need.items()]
+    return max(1, min(fits, default=1))
+
+
+def _fit(tuner: Tuner, experiment_dir: str, resources: Mapping[str, float],
+         max_concurrent: int | None) -> None:
+    # Tune lets a searcher other than random search have one trial waiting for resources at
+    # a time, unless max_concurrent_trials is set: a cluster then fills one actor start at
+    # a time, and with actor reuse the first node can take every trial. Let as many wait
+    # as the cluster holds now (an autoscaling cluster scales for max_concurrent_trials).
+    own = "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ and max_concurrent is None
+    if own:
+        os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(
+            trial_slots(ray.cluster_resources(), resources))
     try:
         tuner.fit()
     except Exception as exc:
@@ -427,3 +446,6 @@ def _fit(tuner: Tuner, experiment_dir: str) -> None:
             cause = cause.__cause__ or cause.__context__
         raise StudyError(f"the study stopped: {type(exc).__name__}: {exc}; fix the cause, then "
                          f"run `tuner resume {experiment_dir}`") from exc
+    finally:
+        if own:
+            del os.environ["TUNE_MAX_PENDING_TRIALS_PG"]

@@ -20,26 +20,8 @@ from mlflow.tracking import MlflowClient
 import tuner
 from tuner.cost import CostMeter, PriceCatalog
 from tuner.cost.catalog import COLUMNS
-from tests.conftest import free_port
-from tuner.cost.nodes import labels_for
 
 SPACE = {"x": {"type": "float", "low": 0.0, "high": 1.0}, "log": None}
-
-
-@pytest.fixture(scope="module")
-def labelled_nodes(ray_cluster):
-    """A spot c5.xlarge and an on-demand m5.large, 2 CPUs each, with their launch times."""
-    launched = int(time.time())
-    nodes = {}
-    for market, kind in (("spot", "c5.xlarge"), ("on-demand", "m5.large")):
-        node = ray_cluster.add_node(
-            num_cpus=2, resources={"labelled": 2}, dashboard_agent_listen_port=free_port(),
-            labels=labels_for(market, kind, "us-east-1", "us-east-1a", launched_at=launched))
-        nodes[node.node_id] = (market, kind, node)
-    ray_cluster.wait_for_nodes()
-    yield launched, nodes
-    for _, _, node in nodes.values():
-        ray_cluster.remove_node(node)
 
 
 def timed(config):
