@@ -118,8 +118,9 @@ def _run_optuna(task: str, num_samples: int, seed: int, log_path: str) -> None:
         return acc
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+    study = optuna.create_study(  # Hyperband picks brackets from the study's name: fix it
+        study_name=f"lcbench-{task}-{seed}", direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=EPOCHS,
                                               reduction_factor=3))
     study.optimize(objective, n_trials=num_samples)
