@@ -1,17 +1,17 @@
-# spot-tuner. `make demo` runs a real study; `make test` runs the suite. Both set up .venv.
+# spot-tuner. `make demo` runs a real study; `make test` runs the suite. Both set up .venv
+# with the versions pinned in constraints.txt (`make lock` refreshes it).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-export RAY_AUTH_MODE ?= token
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install demo test test-fast ui clean cluster-local bench bench-quick
+.PHONY: install demo test test-fast lint lock ui clean cluster-local bench bench-quick
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,examples]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,examples]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -36,6 +36,20 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check tuner tests examples benchmarks
+	$(BIN)/mypy
+
+# The newest versions pyproject.toml allows, resolved in a scratch venv, written to
+# constraints.txt. Run `make test` on the result before committing it.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet '.[dev,examples]'
+	{ sed -n '/^#/p' constraints.txt; .lock-venv/bin/python -m pip freeze --exclude-editable | \
+	    grep -vE '^(spot-tuner|pip|setuptools|wheel)=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf .lock-venv
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

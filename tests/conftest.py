@@ -18,7 +18,6 @@ import urllib.request
 
 import pytest
 
-os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
@@ -40,6 +39,9 @@ def ray_cluster():
     import ray
     from ray.cluster_utils import Cluster
 
+    from tuner.ray_compat import prepare_local_cluster
+
+    prepare_local_cluster()  # a token, as on a user's machine after `tuner cluster up`
     temp_dir = tempfile.mkdtemp(prefix="rt-", dir="/tmp")
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "include_dashboard": False, "temp_dir": temp_dir,

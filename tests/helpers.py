@@ -14,6 +14,13 @@ from tests.conftest import processes_of
 BIN = os.path.dirname(sys.executable)
 
 
+def user_env(**extra: str) -> dict[str, str]:
+    """The environment of a user's shell: no RAY_AUTH_MODE (the product must find the token
+    `tuner cluster up` made by itself), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    return {**env, **extra}
+
+
 def counting_trainable(iterations: int, sleep_s: float, checkpoint_every: int = 1) -> str:
     """Source of a module whose ``train`` counts to ``iterations``, sleeping ``sleep_s`` per
     step, reporting ``acc = q * step / iterations`` and resuming from its checkpoint."""
@@ -35,7 +42,7 @@ def start_cluster(tmp_path, *args):
     address_file = tmp_path / "cluster.json"
     proc = subprocess.Popen(
         [os.path.join(BIN, "tuner"), "cluster", "up", "--local", "--address-file",
-         str(address_file), *args], env={**os.environ, "RAY_AUTH_MODE": "token"},
+         str(address_file), *args], env=user_env(),
         stdout=open(tmp_path / "cluster.log", "w"), stderr=subprocess.STDOUT,
         start_new_session=True)
     deadline = time.monotonic() + 120

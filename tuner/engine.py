@@ -28,6 +28,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
+from tuner import ray_compat
 from tuner.config import RESERVED_PREFIX, StudySettings
 from tuner.errors import StudyError, TunerError
 from tuner.record import OPTUNA_JOURNAL, TrialStatus
@@ -64,9 +65,7 @@ def current_trial_id() -> str:
 
 def node_is_draining() -> bool:
     """Whether this worker's node is being drained (a spot notice: checkpoint now)."""
-    from ray._private.state import state
-
-    return ray.get_runtime_context().get_node_id() in state.get_draining_nodes()
+    return ray.get_runtime_context().get_node_id() in ray_compat.draining_node_ids()
 
 
 # --- the study's pieces --------------------------------------------------------------------
@@ -76,6 +75,7 @@ class _Asha(AsyncHyperBandScheduler):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        ray_compat.require_fields(self, ray_compat.ASHA_FIELDS)
         self.pruned: set[str] = set()
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
@@ -90,6 +90,7 @@ class _Search(OptunaSearch):
 
     def __init__(self, asha: _Asha, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        ray_compat.require_fields(self, ray_compat.OPTUNA_SEARCH_FIELDS)
         self._asha = asha
         self._reported: dict[str, int] = {}  # trial id -> last step told to Optuna
 
@@ -280,12 +281,7 @@ class _NodeIdMixin:
 
 
 def _with_node_id(trainable: Callable[..., Any]) -> Callable[..., Any]:
-    def trial(config: dict) -> Any:
-        return trainable(config)
-
-    trial.__name__ = getattr(trainable, "__name__", "trial")
-    trial.__mixins__ = (_NodeIdMixin,)  # type: ignore[attr-defined]
-    return trial
+    return ray_compat.with_mixins(trainable, _NodeIdMixin)
 
 
 def user_metrics(result: Mapping[str, Any]) -> dict[str, float]:
@@ -319,16 +315,26 @@ def connect(address: str | None, labels: Mapping[str, str] | None = None) -> Non
     if ray.is_initialized():
         return
     logging.getLogger("ray").setLevel(logging.WARNING)
+    joining = address or os.environ.get("RAY_ADDRESS")
+    if joining and joining != "local":
+        ray_compat.use_token_if_available()
     options = dict(address=address, logging_level=logging.WARNING, log_to_driver=False,
                    include_dashboard=False if address in (None, "local") else None,
                    configure_logging=True)
     try:
-        ray.init(**options, labels=dict(labels) if labels else None)
-    except ValueError as exc:  # joined an existing cluster: its nodes have their own labels
-        if "labels must not be provided" not in str(exc):
-            raise
-        ray.init(**options)
-
+        try:
+            ray.init(**options, labels=dict(labels) if labels else None)
+        except ValueError as exc:  # joined an existing cluster: its nodes have their own labels
+            if "labels must not be provided" not in str(exc):
+                raise
+            ray.init(**options)
+    except ray.exceptions.AuthenticationError:
+        raise ray_compat.missing_token(joining or "auto") from None
+    except ConnectionError as exc:  # what a token cluster looks like to a driver without one
+        if joining and not ray_compat.has_token():
+            raise ray_compat.missing_token(joining, maybe=True) from None
+        raise StudyError(f"could not join the Ray cluster at {joining}: {exc}; check the "
+                         f"address (RAY_ADDRESS) and that the cluster is up") from None
 
 
 def _local_labels(settings: StudySettings) -> dict[str, str]:
@@ -339,6 +345,7 @@ def _local_labels(settings: StudySettings) -> dict[str, str]:
 
 
 def _quiet() -> None:
+    ray_compat.check_env_switches()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # _Search checks it
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

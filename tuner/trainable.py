@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tuner import engine
+from tuner.errors import TunerError
 
 _STATE_FILE = "tuner_state.pkl"
 _iterations: dict[str, int] = {}  # trial id -> iterations reported (actors are reused)
@@ -79,6 +80,8 @@ def _draining(min_interval_s: float = 1.0) -> bool:
     if now - _drain_checked[0] >= min_interval_s:
         try:
             _drain_checked[1] = engine.node_is_draining()
+        except TunerError:  # Ray moved its draining API: fail loudly, never stop checkpointing
+            raise
         except Exception:  # not on a Ray node (a unit test), or the GCS is busy
             _drain_checked[1] = False
         _drain_checked[0] = now

@@ -19,6 +19,8 @@ import time
 import optuna
 from mlflow.tracking import MlflowClient
 
+from tests.helpers import user_env
+
 TRAINABLE = '''
 import math, os, time
 from ray import tune
@@ -50,7 +52,7 @@ def test_driver_killed_then_resumed_finishes_without_rerunning(ray_cluster, tmp_
         name: killed
         ray_address: {ray_cluster.address!r}
     """))
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    env = user_env()
     cli = [sys.executable, "-m", "tuner.cli"]
     study = tmp_path / "tuner_results" / "killed"
     driver = subprocess.Popen([*cli, "run", "exp.yaml"], cwd=tmp_path, env=env,

@@ -15,6 +15,8 @@ import textwrap
 import time
 
 import pytest
+
+from tests.helpers import user_env
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import free_port
@@ -70,7 +72,7 @@ def run_driver(tmp_path, ray_cluster, log, max_failures):
         ray_address: {ray_cluster.address!r}
     """))
     return subprocess.Popen([sys.executable, "-m", "tuner.cli", "run", "exp.yaml"],
-                            cwd=tmp_path, env={**os.environ, "RAY_AUTH_MODE": "token"},
+                            cwd=tmp_path, env=user_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

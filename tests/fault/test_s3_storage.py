@@ -19,7 +19,7 @@ import urllib.request
 import boto3
 
 from tests.conftest import free_port, stop_process_group
-from tests.helpers import counting_trainable, start_cluster, stop_cluster
+from tests.helpers import counting_trainable, start_cluster, stop_cluster, user_env
 
 TRAINABLE = counting_trainable(6, 0.6)
 
@@ -51,7 +51,7 @@ def test_a_study_on_s3_survives_its_driver(tmp_path, monkeypatch):
             name: s3study
             ray_address: {info["address"]!r}
         """))
-        env = {**os.environ, "RAY_AUTH_MODE": "token"}
+        env = user_env()
         cli = [sys.executable, "-m", "tuner.cli"]
         driver = subprocess.Popen([*cli, "run", "exp.yaml"], cwd=tmp_path, env=env,
                                   start_new_session=True, stdout=subprocess.DEVNULL,

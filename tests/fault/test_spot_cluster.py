@@ -17,7 +17,7 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import counting_trainable, start_cluster, stop_cluster
+from tests.helpers import counting_trainable, start_cluster, stop_cluster, user_env
 
 BIN = os.path.dirname(sys.executable)
 TRAINABLE = counting_trainable(8, 0.4, checkpoint_every=3)
@@ -38,7 +38,7 @@ def test_a_study_under_frequent_preemptions_loses_no_trial(tmp_path):
             ray_address: {info["address"]!r}
         """))
         out = subprocess.run([sys.executable, "-m", "tuner.cli", "run", "exp.yaml"],
-                             cwd=tmp_path, env={**os.environ, "RAY_AUTH_MODE": "token"},
+                             cwd=tmp_path, env=user_env(),
                              capture_output=True, text=True, timeout=400)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     finally:

@@ -14,12 +14,13 @@ import sys
 from mlflow.tracking import MlflowClient
 
 import tuner
+from tests.helpers import user_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_digits_example_runs_and_report_agrees(ray_cluster, tmp_path):
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address, "RAY_AUTH_MODE": "token"}
+    env = user_env(RAY_ADDRESS=ray_cluster.address)
     out = subprocess.run(
         [sys.executable, os.path.join(ROOT, "examples", "digits_mlp.py"), "--num-samples", "6",
          "--max-epochs", "6", "--name", "digits"],

@@ -25,8 +25,9 @@ def check_cluster_config(path: str) -> dict[str, Any]:
     """
     import logging
 
-    from ray.autoscaler._private.util import prepare_config, validate_config
+    from tuner.ray_compat import cluster_config_validator
 
+    prepare_config, validate_config = cluster_config_validator()
     logging.getLogger("ray.autoscaler").setLevel(logging.WARNING)
     source = os.path.basename(path)
     raw = read_yaml(path)

@@ -81,8 +81,10 @@ class LocalSpotCluster:
         return f"http://{url}" if url else None
 
     def start(self) -> LocalSpotCluster:
-        from ray.cluster_utils import Cluster
+        from tuner.ray_compat import local_cluster_class, prepare_local_cluster
 
+        prepare_local_cluster()
+        Cluster = local_cluster_class()  # noqa: N806
         self.temp_dir = temp_dir = tempfile.mkdtemp(prefix="tuner-spot-", dir="/tmp")
         head = {"num_cpus": self._head_cpus, "include_dashboard": self._dashboard,
                 "temp_dir": temp_dir, "gcs_server_port": _free_port(),

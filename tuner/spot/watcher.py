@@ -59,17 +59,14 @@ class PreemptionWatcher:
 
 def gcs_drain(gcs_address: str) -> Drain:
     """A drain function talking to the cluster's GCS (Ray's own drain API)."""
-    import ray
-    from ray.core.generated import autoscaler_pb2
+    from tuner.ray_compat import preemption_drain
 
-    client = ray._raylet.GcsClient(address=gcs_address)
+    drain_node = preemption_drain(gcs_address)
 
     def drain(node_id: str, message: str, deadline_ms: int) -> bool:
-        accepted, rejection = client.drain_node(
-            node_id, autoscaler_pb2.DrainNodeReason.DRAIN_NODE_REASON_PREEMPTION, message,
-            deadline_ms)
+        accepted, rejection = drain_node(node_id, message, deadline_ms)
         if not accepted:
             log.warning("drain of %s refused: %s", node_id[:8], rejection)
-        return bool(accepted)
+        return accepted
 
     return drain

@@ -1,0 +1,177 @@
+"""The Ray boundary: every private Ray API tuner relies on is there in the installed Ray,
+and one that goes away stops the product with a line naming the Ray it was built for.
+
+Faked: the loss of each API, by monkeypatching it away in this process (no cluster runs).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import ray
+
+from tuner import ray_compat
+from tuner.ray_compat import RayCompatError
+
+
+@pytest.fixture(autouse=True)
+def _fresh_lookups():
+    """Each test looks the APIs up again (the boundary caches what it found)."""
+    for cached in (ray_compat._draining_nodes, ray_compat._check_mixin_hook,
+                   ray_compat.check_env_switches):
+        cached.cache_clear()
+    yield
+    for cached in (ray_compat._draining_nodes, ray_compat._check_mixin_hook,
+                   ray_compat.check_env_switches):
+        cached.cache_clear()
+
+
+def test_the_installed_ray_has_every_api_we_rely_on():
+    ray_compat.check()
+
+
+def test_the_installed_ray_is_the_one_we_were_built_for():
+    assert ray.__version__ == ray_compat.BUILT_FOR
+
+
+def _says_versions(error: pytest.ExceptionInfo) -> None:
+    text = str(error.value)
+    assert f"Ray {ray.__version__} lacks" in text
+    assert f"built for Ray {ray_compat.BUILT_FOR}" in text
+    assert "constraints.txt" in text
+
+
+def test_a_moved_draining_state_fails_loudly(monkeypatch):
+    from ray._private import state
+
+    monkeypatch.delattr(type(state.state), "get_draining_nodes")
+    with pytest.raises(RayCompatError, match="draining state") as error:
+        ray_compat.draining_node_ids()
+    _says_versions(error)
+
+
+def test_a_trial_does_not_stop_checkpointing_silently_when_the_drain_api_moved(monkeypatch):
+    from tuner import engine, trainable
+
+    def moved() -> bool:
+        raise RayCompatError("the draining state of nodes", "gone")
+
+    monkeypatch.setattr(engine, "node_is_draining", moved)
+    monkeypatch.setattr(trainable, "_drain_checked", [0.0, False])
+    with pytest.raises(RayCompatError):
+        trainable._draining()
+
+
+def test_a_gcs_client_without_drain_node_fails_loudly(monkeypatch):
+    import ray._raylet
+
+    class NoDrain:
+        pass
+
+    monkeypatch.setattr(ray._raylet, "InnerGcsClient", NoDrain)
+    with pytest.raises(RayCompatError, match="drain-node call.*NoDrain has no drain_node"):
+        ray_compat.preemption_drain("127.0.0.1:1")
+
+
+def test_a_mixin_hook_ray_ignores_fails_instead_of_charging_zero(monkeypatch):
+    from ray.tune.trainable import function_trainable
+
+    original = function_trainable.wrap_function
+
+    def ignores_mixins(train_func, name=None):
+        train_func = getattr(train_func, "__wrapped__", train_func)
+        return original(lambda config: train_func(config), name)
+
+    monkeypatch.setattr(function_trainable, "wrap_function", ignores_mixins)
+    with pytest.raises(RayCompatError, match="ignores __mixins__.*\\$0") as error:
+        ray_compat.with_mixins(lambda config: None, object)
+    _says_versions(error)
+
+
+def test_an_asha_without_the_fields_we_read_fails_at_construction(monkeypatch):
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    from tuner import engine
+
+    original = AsyncHyperBandScheduler.__init__
+
+    def without_max_t(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        del self._max_t
+
+    monkeypatch.setattr(AsyncHyperBandScheduler, "__init__", without_max_t)
+    with pytest.raises(RayCompatError, match="AsyncHyperBandScheduler.*has no _max_t"):
+        engine._Asha(time_attr="training_iteration", metric="m", mode="max", max_t=4)
+
+
+def test_an_optuna_search_without_the_fields_we_read_fails_at_construction(monkeypatch):
+    from ray.tune.search.optuna import OptunaSearch
+
+    from tuner import engine
+
+    monkeypatch.delattr(OptunaSearch, "_suggest_from_define_by_run_func")
+    asha = engine._Asha(time_attr="training_iteration", metric="m", mode="max", max_t=4)
+    with pytest.raises(RayCompatError, match="_suggest_from_define_by_run_func"):
+        engine._Search(asha, space=lambda trial: None, metric="m", mode="max")
+
+
+def test_an_env_switch_ray_no_longer_reads_fails_loudly(monkeypatch):
+    import ray.tune.constants
+
+    monkeypatch.setattr(ray.tune.constants, "TUNE_ENV_VARS",
+                        ray.tune.constants.TUNE_ENV_VARS - {"TUNE_MAX_PENDING_TRIALS_PG"})
+    with pytest.raises(RayCompatError, match="no longer read: TUNE_MAX_PENDING_TRIALS_PG"):
+        ray_compat.check_env_switches()
+
+
+def test_a_test_cluster_without_remove_node_fails_loudly(monkeypatch):
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.delattr(Cluster, "remove_node")
+    with pytest.raises(RayCompatError, match="Cluster has no remove_node"):
+        ray_compat.local_cluster_class()
+
+
+def test_a_moved_cluster_config_validator_fails_loudly(monkeypatch):
+    import ray.autoscaler._private.util as util
+
+    monkeypatch.delattr(util, "validate_config")
+    with pytest.raises(RayCompatError, match="config validator"):
+        ray_compat.cluster_config_validator()
+
+
+def test_preparing_a_local_cluster_on_a_fresh_machine_makes_the_token_and_temp_dir(tmp_path):
+    """A machine where Ray never ran: empty HOME, RAY_TMPDIR never used, no RAY_AUTH_MODE.
+    (In a subprocess: Ray caches the token and auth mode per process.)"""
+    home, ray_tmp = tmp_path / "home", tmp_path / "raytmp"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env.update(HOME=str(home), RAY_TMPDIR=str(ray_tmp))
+    out = subprocess.run(
+        [sys.executable, "-c", "import os\nfrom tuner.ray_compat import prepare_local_cluster\n"
+         "prepare_local_cluster()\nprint(os.environ['RAY_AUTH_MODE'])"],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "token"
+    assert (home / ".ray" / "auth_token").read_text().strip()
+    assert (ray_tmp / "ray").is_dir()
+
+
+def test_preparing_keeps_a_token_that_exists_and_a_mode_the_user_chose(tmp_path):
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text("mine")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env.update(HOME=str(home), RAY_TMPDIR=str(tmp_path / "raytmp"))
+    for mode in (None, "disabled"):
+        run_env = env if mode is None else {**env, "RAY_AUTH_MODE": mode}
+        out = subprocess.run(
+            [sys.executable, "-c", "import os\nfrom tuner.ray_compat import prepare_local_cluster"
+             "\nprepare_local_cluster()\nprint(os.environ['RAY_AUTH_MODE'])"],
+            env=run_env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == (mode or "token")
+        assert (home / ".ray" / "auth_token").read_text() == "mine"

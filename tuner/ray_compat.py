@@ -1,0 +1,231 @@
+"""Every private Ray API tuner relies on, behind one boundary.
+
+Ray's public API does not cover all a spot study needs: the draining state of a node (a
+spot notice), the GCS's drain call, the function-trainable mixin hook (how each result
+learns its node), ASHA's and OptunaSearch's private fields, the test cluster of
+``ray.cluster_utils``, the autoscaler's config validator, Tune's environment switches,
+and the token-auth set-up that ``ray.init()`` does only for clusters it starts itself.
+Private APIs move between releases; a moved one must stop the product with a line
+naming the Ray version it was built for, never let it run on silently (a study that no
+longer checkpoints on a notice, or charges every trial $0).
+
+Each accessor looks up what it needs at first use and raises :class:`RayCompatError`
+when it is gone; :func:`check` runs every lookup at once (``tests/unit/test_ray_compat``
+runs it against the installed Ray, so an upgrade breaks the build, not a user's bill).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Iterable
+from functools import cache
+from typing import Any
+
+from tuner.errors import StudyError, TunerError
+
+BUILT_FOR = "2.60.0"  # the Ray of constraints.txt (a test checks they agree)
+
+
+class RayCompatError(TunerError):
+    """The installed Ray lacks a private API tuner relies on."""
+
+    def __init__(self, what: str, detail: str) -> None:
+        import ray
+
+        super().__init__(
+            f"Ray {ray.__version__} lacks {what} ({detail}); tuner was built for Ray "
+            f"{BUILT_FOR}: install the pinned versions with "
+            f"`pip install -c constraints.txt spot-tuner` (see README, 'Install')")
+
+
+def _attr(module: str, name: str, what: str) -> Any:
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise RayCompatError(what, f"{module}.{name}: {exc}") from None
+
+
+def _require(obj: Any, names: Iterable[str], what: str) -> None:
+    missing = [n for n in names if not hasattr(obj, n)]
+    if missing:
+        name = obj.__name__ if isinstance(obj, type) else type(obj).__name__
+        raise RayCompatError(what, f"{name} has no {', '.join(missing)}")
+
+
+# --- spot notices: a node's draining state and the GCS drain call ---------------------------
+
+@cache
+def _draining_nodes() -> Callable[[], Iterable[str]]:
+    state = _attr("ray._private.state", "state", "the draining state of nodes")
+    _require(state, ["get_draining_nodes"], "the draining state of nodes")
+    return state.get_draining_nodes  # type: ignore[no-any-return]
+
+
+def draining_node_ids() -> set[str]:
+    """Ids of the nodes being drained (a spot notice came for them)."""
+    return set(_draining_nodes()())
+
+
+def preemption_drain(gcs_address: str) -> Callable[[str, str, int], tuple[bool, str]]:
+    """``drain(node_id, message, deadline_ms) -> (accepted, rejection)`` through the GCS,
+    with reason PREEMPTION (Ray then does not count the trials' loss as failures)."""
+    what = "the GCS drain-node call"
+    client_class = _attr("ray._raylet", "GcsClient", what)
+    reasons = _attr("ray.core.generated.autoscaler_pb2", "DrainNodeReason", what)
+    reason = getattr(reasons, "DRAIN_NODE_REASON_PREEMPTION", None)
+    if reason is None:
+        raise RayCompatError(what, "DrainNodeReason has no DRAIN_NODE_REASON_PREEMPTION")
+    # GcsClient hands its calls on to InnerGcsClient, which holds them
+    _require(_attr("ray._raylet", "InnerGcsClient", what), ["drain_node"], what)
+    client = client_class(address=gcs_address)
+
+    def drain(node_id: str, message: str, deadline_ms: int) -> tuple[bool, str]:
+        accepted, rejection = client.drain_node(node_id, reason, message, deadline_ms)
+        return bool(accepted), str(rejection or "")
+
+    return drain
+
+
+# --- Ray Tune: the mixin hook, ASHA's and OptunaSearch's fields, env switches ---------------
+
+def with_mixins(trainable: Callable[..., Any], *mixins: type) -> Callable[..., Any]:
+    """``trainable`` with ``mixins`` added to the class Ray Tune wraps it in."""
+    _check_mixin_hook()
+
+    def trial(config: dict) -> Any:
+        return trainable(config)
+
+    trial.__name__ = getattr(trainable, "__name__", "trial")
+    trial.__mixins__ = tuple(mixins)  # type: ignore[attr-defined]
+    return trial
+
+
+@cache
+def _check_mixin_hook() -> None:
+    wrap = _attr("ray.tune.trainable.function_trainable", "wrap_function",
+                 "the function-trainable mixin hook")
+
+    class Probe:
+        pass
+
+    def probe(config: dict) -> None:
+        pass
+
+    probe.__mixins__ = (Probe,)  # type: ignore[attr-defined]
+    if not issubclass(wrap(probe), Probe):
+        raise RayCompatError("the function-trainable mixin hook",
+                             "wrap_function ignores __mixins__: results would carry no node, "
+                             "and trials would be charged $0")
+
+
+ASHA_FIELDS = ("_time_attr", "_max_t")
+OPTUNA_SEARCH_FIELDS = ("_ot_trials", "_ot_study", "_completed_trials", "_space",
+                        "_suggest_from_define_by_run_func")
+
+
+def require_fields(obj: Any, fields: Iterable[str]) -> None:
+    """Check that a Ray object has the private fields we read (ASHA's, OptunaSearch's)."""
+    _require(obj, fields, f"private fields of Ray's {_ray_base(type(obj)).__name__}")
+
+
+def _ray_base(cls: type) -> type:
+    return next((c for c in cls.__mro__ if c.__module__.startswith("ray.")), cls)
+
+
+TUNE_ENV = ("TUNE_DISABLE_STRICT_METRIC_CHECKING", "TUNE_GLOBAL_CHECKPOINT_S",
+            "TUNE_MAX_PENDING_TRIALS_PG")
+AIR_ENV = ("RAY_AIR_NEW_OUTPUT",)
+
+
+@cache
+def check_env_switches() -> None:
+    """The environment variables we set must be ones Ray still reads."""
+    tune_vars = _attr("ray.tune.constants", "TUNE_ENV_VARS", "Tune's environment switches")
+    air_vars = _attr("ray.air.constants", "AIR_ENV_VARS", "Tune's environment switches")
+    gone = [v for v in TUNE_ENV if v not in tune_vars] + [v for v in AIR_ENV if v not in air_vars]
+    if gone:
+        raise RayCompatError("Tune's environment switches", f"no longer read: {', '.join(gone)}")
+
+
+# --- local clusters: Ray's test cluster, token auth and temp dir ----------------------------
+
+def local_cluster_class() -> type:
+    """``ray.cluster_utils.Cluster``: real node processes owned by this process."""
+    cls = _attr("ray.cluster_utils", "Cluster", "the local multi-node cluster")
+    _require(cls, ["add_node", "remove_node", "wait_for_nodes", "shutdown", "address"],
+             "the local multi-node cluster")
+    return cls  # type: ignore[no-any-return]
+
+
+def prepare_local_cluster() -> None:
+    """Set up what Ray needs before this process starts cluster nodes itself, as
+    ``ray.init()`` does for a new local cluster: token auth (unless ``RAY_AUTH_MODE``
+    says otherwise), a token in ``~/.ray/auth_token`` when none exists, and Ray's temp
+    dir (``ray.cluster_utils.Cluster`` writes the cluster's address there)."""
+    what = "the token-auth set-up of new clusters"
+    setup = "ray._private.authentication.authentication_token_setup"
+    _attr(setup, "enable_token_auth_by_default", what)()
+    _attr(setup, "ensure_token_if_auth_enabled", what)(None, create_token_if_missing=True)
+    temp_dir = _attr("ray._common.utils", "get_default_ray_temp_dir", "Ray's temp dir")()
+    os.makedirs(temp_dir, exist_ok=True)
+
+
+def token_path() -> str:
+    """Where Ray reads its token: ``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``."""
+    return os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(
+        os.path.expanduser("~"), ".ray", "auth_token")
+
+
+def has_token() -> bool:
+    loader = _attr("ray._raylet", "AuthenticationTokenLoader", "Ray's token loader")
+    return bool(loader.instance().has_token(ignore_auth_mode=True))
+
+
+def use_token_if_available() -> None:
+    """Before joining a cluster by address: use the token this machine has, as Ray does
+    for a cluster it finds by itself (for an explicit address it does not)."""
+    if "RAY_AUTH_MODE" not in os.environ and has_token():
+        _attr("ray._private.authentication.authentication_token_setup", "_enable_token_auth",
+              "Ray's token-auth switch")()
+
+
+def missing_token(address: str, maybe: bool = False) -> StudyError:
+    """The one line for joining a token cluster without its token."""
+    needs = ("did not answer; if it uses token authentication (Ray's default), it needs a "
+             "token" if maybe else "requires an authentication token")
+    return StudyError(
+        f"the Ray cluster at {address} {needs} and this machine has none: copy it from the "
+        f"head node (`ray get-auth-token` there) into {token_path()} (or set RAY_AUTH_TOKEN)")
+
+
+# --- the cluster launcher's config validator -------------------------------------------------
+
+def cluster_config_validator() -> tuple[Callable[[dict], dict], Callable[[dict], None]]:
+    """Ray's own ``prepare_config`` and ``validate_config`` for cluster launcher YAMLs."""
+    what = "the cluster launcher's config validator"
+    module = "ray.autoscaler._private.util"
+    return _attr(module, "prepare_config", what), _attr(module, "validate_config", what)
+
+
+def check() -> None:
+    """Look up every private API above (what a test runs against the installed Ray)."""
+    _draining_nodes.cache_clear()
+    _check_mixin_hook.cache_clear()
+    check_env_switches.cache_clear()
+    _draining_nodes()
+    _check_mixin_hook()
+    check_env_switches()
+    local_cluster_class()
+    cluster_config_validator()
+    _require(_attr("ray._raylet", "InnerGcsClient", "the GCS drain-node call"), ["drain_node"],
+             "the GCS drain-node call")
+    _attr("ray.core.generated.autoscaler_pb2", "DrainNodeReason", "the GCS drain-node call")
+    _attr("ray._raylet", "AuthenticationTokenLoader", "Ray's token loader")
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    require_fields(AsyncHyperBandScheduler(time_attr="training_iteration", max_t=2),
+                   ASHA_FIELDS)
+    require_fields(OptunaSearch(space=lambda trial: None, metric="m", mode="max"),
+                   OPTUNA_SEARCH_FIELDS)
