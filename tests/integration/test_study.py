@@ -141,3 +141,18 @@ def test_an_unreachable_mlflow_fails_before_any_trial(ray_cluster, study_dir):
         tuner.tune(curve, SPACE, metric="acc", num_samples=2, name="nomlflow",
                    mlflow_uri="http://127.0.0.1:9/", verbose=False)
     assert not (study_dir / "tuner_results" / "nomlflow").exists()
+
+
+def test_a_study_leaves_the_process_as_it_found_it(ray_cluster, study_dir):
+    """Tune's switches, log levels and Optuna's verbosity are the study's own: a plain
+    Ray Tune run later in the same notebook inherits none of them."""
+    import logging
+
+    env = dict(os.environ)
+    levels = {n: logging.getLogger(n).level for n in ("", "ray.tune", "ray.train", "ray.air")}
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    tuner.tune(curve, SPACE, metric="acc", mode="max", num_samples=2, max_t=2,
+               name="tidy", seed=1, verbose=False)
+    assert dict(os.environ) == env
+    assert {n: logging.getLogger(n).level for n in levels} == levels
+    assert optuna.logging.get_verbosity() == optuna.logging.INFO

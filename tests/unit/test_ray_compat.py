@@ -94,7 +94,7 @@ def test_a_mixin_hook_ray_ignores_fails_instead_of_charging_zero(monkeypatch):
 def test_an_asha_without_the_fields_we_read_fails_at_construction(monkeypatch):
     from ray.tune.schedulers import AsyncHyperBandScheduler
 
-    from tuner import engine
+    from tuner.engine import search as engine
 
     original = AsyncHyperBandScheduler.__init__
 
@@ -110,7 +110,7 @@ def test_an_asha_without_the_fields_we_read_fails_at_construction(monkeypatch):
 def test_an_optuna_search_without_the_fields_we_read_fails_at_construction(monkeypatch):
     from ray.tune.search.optuna import OptunaSearch
 
-    from tuner import engine
+    from tuner.engine import search as engine
 
     monkeypatch.delattr(OptunaSearch, "_suggest_from_define_by_run_func")
     asha = engine._Asha(time_attr="training_iteration", metric="m", mode="max", max_t=4)

@@ -1,0 +1,28 @@
+"""Ray Tune, at the edge: the one package that imports ``ray.tune``.
+
+It wires a study as Ray Tune runs it -- ``OptunaSearch`` (TPE, study persisted in
+an Optuna journal file), ``ASHAScheduler``, failure retries, checkpoints -- and
+adds what Ray's integration lacks:
+
+* a trial stopped early by ASHA is told to Optuna as PRUNED with its intermediate
+  values (Ray tells it COMPLETE with a truncated value, which misleads TPE);
+* ASHA's rungs are saved with the experiment, so a resumed study keeps them;
+* every trial's progress goes to the study record and to MLflow as it happens.
+
+Modules, one job each: ``trial`` (what runs on the worker), ``search`` (OptunaSearch and
+ASHA), ``callbacks`` (Tune's events into the study's bookkeeping), ``run`` (join the
+cluster, build, fit and restore the Tuner).
+"""
+
+from tuner.engine.run import connect, resume_study, run_study, trial_slots
+from tuner.engine.search import optuna_storage, user_metrics
+from tuner.engine.trial import (
+           current_trial_id,
+           get_checkpoint,
+           node_is_draining,
+           report,
+)
+
+__all__ = ["connect", "current_trial_id", "get_checkpoint", "node_is_draining",
+           "optuna_storage", "report", "resume_study", "run_study", "trial_slots",
+           "user_metrics"]

@@ -1,0 +1,191 @@
+"""Running a study on Ray Tune: joining (or starting) the cluster, building the Tuner from
+the study's settings, fitting it, and continuing it after the driver stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+
+from tuner import ray_compat
+from tuner.config import StudySettings
+from tuner.engine.callbacks import _BOOKS, _StudyCallback, _StudyStopper
+from tuner.engine.search import _Asha, _Search, optuna_storage
+from tuner.engine.trial import ITERATION, with_node_id
+from tuner.errors import StudyError, TunerError
+from tuner.search_space import SearchSpace
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def connect(address: str | None, labels: Mapping[str, str] | None = None) -> None:
+    """Join the Ray cluster at ``address`` (or RAY_ADDRESS, or a running local one), else
+    start one on this machine whose node carries ``labels`` (what the cost meter reads)."""
+    if ray.is_initialized():
+        return
+    joining = address or os.environ.get("RAY_ADDRESS")
+    if joining and joining != "local":
+        ray_compat.use_token_if_available()
+    options: dict[str, Any] = {
+        "address": address, "logging_level": logging.WARNING, "log_to_driver": False,
+        "include_dashboard": False if address in (None, "local") else None,
+        "configure_logging": True}
+    try:
+        try:
+            ray.init(**options, labels=dict(labels) if labels else None)
+        except ValueError as exc:  # joined an existing cluster: its nodes have their own labels
+            if "labels must not be provided" not in str(exc):
+                raise
+            ray.init(**options)
+    except ray.exceptions.AuthenticationError:
+        raise ray_compat.missing_token(joining or "auto") from None
+    except ConnectionError as exc:  # what a token cluster looks like to a driver without one
+        if joining and not ray_compat.has_token():
+            raise ray_compat.missing_token(joining, maybe=True) from None
+        raise StudyError(f"could not join the Ray cluster at {joining}: {exc}; check the "
+                         f"address (RAY_ADDRESS) and that the cluster is up") from None
+
+
+def _local_labels(settings: StudySettings) -> dict[str, str]:
+    from tuner.cost.nodes import labels_for
+
+    return labels_for(settings.default_market, settings.default_instance_type, settings.region,
+                      launched_at=time.time())
+
+
+_ENV = {"TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",  # _Search checks the metric itself
+        "RAY_AIR_NEW_OUTPUT": "0",  # with verbose=0: no progress tables
+        "TUNE_GLOBAL_CHECKPOINT_S": "3"}  # how stale a resumed experiment can be
+_PENDING = "TUNE_MAX_PENDING_TRIALS_PG"
+_QUIET_LOGGERS = ("ray.tune", "ray.train", "ray.air")
+
+
+@contextlib.contextmanager
+def _study_process(experiment_dir: str) -> Iterator[None]:
+    """What a study changes in this process -- Tune's switches, log levels, Optuna's
+    verbosity, the live bookkeeping -- restored when it ends, so a plain Ray Tune run
+    later in the same notebook inherits none of it."""
+    ray_compat.check_env_switches()
+    env = {k: os.environ.get(k) for k in (*_ENV, _PENDING)}
+    levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
+    verbosity = optuna.logging.get_verbosity()
+    for key, value in _ENV.items():
+        os.environ.setdefault(key, value)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        optuna.logging.set_verbosity(verbosity)
+        _BOOKS.pop(experiment_dir, None)
+
+
+def _ship_by_value(trainable: Callable[..., Any]) -> None:
+    """Send the trainable's module with it when workers could not import it by name.
+
+    A module loaded from an experiment's folder (not installed) is on the driver's
+    path only; Ray's workers receive its code instead of its name.
+    """
+    module = sys.modules.get(getattr(trainable, "__module__", "") or "")
+    path = getattr(module, "__file__", None) or ""
+    if module is not None and path and module.__name__ != "__main__" and \
+            "site-packages" not in path and module.__name__.split(".")[0] != "tuner":
+        ray.cloudpickle.register_pickle_by_value(module)
+
+
+def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettings,
+              experiment_dir: str, tune_path: str, verbose: bool = True) -> None:
+    """Run a new study whose record already exists in ``experiment_dir``; Tune keeps its
+    experiment at ``tune_path`` (the same directory, or a URI such as ``s3://...``)."""
+    with _study_process(experiment_dir):
+        connect(settings.ray_address, _local_labels(settings))
+        _ship_by_value(trainable)
+        asha = _Asha(time_attr=ITERATION, metric=settings.metric, mode=settings.mode,
+                     max_t=settings.max_t, grace_period=settings.grace_period,
+                     reduction_factor=settings.reduction_factor)
+        search = _Search(asha, space=space.suggest, metric=settings.metric, mode=settings.mode,
+                         study_name=os.path.basename(experiment_dir),
+                         storage=optuna_storage(experiment_dir), seed=settings.seed)
+        resources = {k.lower(): v for k, v in settings.resources_per_trial.items()}
+        study = _StudyCallback(experiment_dir, asha, verbose)
+        tuner = Tuner(
+            tune.with_resources(with_node_id(trainable), resources),
+            tune_config=TuneConfig(search_alg=search, scheduler=asha,
+                                   num_samples=settings.num_samples,
+                                   max_concurrent_trials=settings.max_concurrent_trials,
+                                   reuse_actors=True, trial_dirname_creator=_trial_dirname),
+            run_config=RunConfig(
+                name=os.path.basename(experiment_dir),
+                storage_path=tune_path.rsplit("/", 1)[0],
+                failure_config=FailureConfig(max_failures=settings.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=settings.checkpoints_to_keep),
+                callbacks=[study],
+                stop=_StudyStopper(study),
+                verbose=0),
+        )
+        _fit(tuner, experiment_dir, resources, settings.max_concurrent_trials)
+
+
+def resume_study(trainable: Callable[..., Any], experiment_dir: str, tune_path: str,
+                 resources: Mapping[str, float], max_concurrent: int | None,
+                 ray_address: str | None = None) -> None:
+    """Continue a study whose driver stopped: same trials, Optuna study and MLflow runs."""
+    with _study_process(experiment_dir):
+        connect(ray_address)
+        _ship_by_value(trainable)
+        if not Tuner.can_restore(tune_path):
+            raise StudyError(f"{experiment_dir}: Ray Tune saved no experiment state yet (the driver "
+                             f"died before its first checkpoint); start the study again with "
+                             f"`tuner run`")
+        resources = {k.lower(): v for k, v in resources.items()}
+        tuner = Tuner.restore(tune_path, tune.with_resources(with_node_id(trainable), resources),
+                              resume_unfinished=True, resume_errored=False)
+        _fit(tuner, experiment_dir, resources, max_concurrent)
+
+
+def trial_slots(cluster: Mapping[str, float], resources: Mapping[str, float]) -> int:
+    """How many trials needing ``resources`` (``{"cpu": 1}``) fit in ``cluster``'s totals
+    (``ray.cluster_resources()``); at least 1."""
+    need = {("CPU" if k == "cpu" else "GPU" if k == "gpu" else k): v
+            for k, v in resources.items() if v > 0}
+    fits = [int(cluster.get(k, 0) // v) for k, v in need.items()]
+    return max(1, min(fits, default=1))
+
+
+def _fit(tuner: Tuner, experiment_dir: str, resources: Mapping[str, float],
+         max_concurrent: int | None) -> None:
+    # Tune lets a searcher other than random search have one trial waiting for resources at
+    # a time, unless max_concurrent_trials is set: a cluster then fills one actor start at
+    # a time, and with actor reuse the first node can take every trial. Let as many wait
+    # as the cluster holds now (an autoscaling cluster scales for max_concurrent_trials).
+    if _PENDING not in os.environ and max_concurrent is None:  # _study_process restores it
+        os.environ[_PENDING] = str(trial_slots(ray.cluster_resources(), resources))
+    try:
+        tuner.fit()
+    except Exception as exc:
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, TunerError):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
+        raise StudyError(f"the study stopped: {type(exc).__name__}: {exc}; fix the cause, then "
+                         f"run `tuner resume {experiment_dir}`") from exc

@@ -1,0 +1,144 @@
+"""The search: Optuna's TPE through Ray's OptunaSearch, and ASHA, with what Ray's
+integration lacks: a trial ASHA stops early is told to Optuna as PRUNED with its
+intermediate values (Ray tells it COMPLETE with a truncated value, which misleads TPE),
+and a searcher restored from an older snapshot adopts the trials it missed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from tuner import ray_compat
+from tuner.config import RESERVED_PREFIX
+from tuner.engine.trial import ITERATION
+from tuner.errors import StudyError
+from tuner.record import OPTUNA_JOURNAL
+
+# Keys Ray Tune adds to every result; everything else is the trainable's own metrics.
+_RAY_KEYS = {
+    "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "date", "pid",
+    "hostname", "node_ip", "time_since_restore", "iterations_since_restore", "done",
+    "trial_id", "experiment_id", "experiment_tag", "config", "checkpoint_dir_name",
+    "should_checkpoint", "node_id", "node_busy_s", "episodes_total", "timesteps_total", "timesteps_since_restore",
+}
+
+
+def user_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The trainable's own numeric metrics from a Tune result."""
+    return {k: float(v) for k, v in result.items()
+            if _is_user_key(k) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _is_user_key(key: str) -> bool:
+    return key not in _RAY_KEYS and not key.startswith("config/")
+
+
+class _Asha(AsyncHyperBandScheduler):
+    """ASHA that remembers which trials it stopped before ``max_t`` (pruned)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        ray_compat.require_fields(self, ray_compat.ASHA_FIELDS)
+        self.pruned: set[str] = set()
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        action = super().on_trial_result(tune_controller, trial, result)
+        if action == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t:
+            self.pruned.add(trial.trial_id)
+        return action
+
+
+class _Search(OptunaSearch):
+    """OptunaSearch that records ASHA-stopped trials as PRUNED and checks the metric."""
+
+    def __init__(self, asha: _Asha, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        ray_compat.require_fields(self, ray_compat.OPTUNA_SEARCH_FIELDS)
+        self._asha = asha
+        self._reported: dict[str, int] = {}  # trial id -> last step told to Optuna
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self.metric not in result:
+            mine = sorted(k for k in result if _is_user_key(k))
+            raise StudyError(
+                f"trial {trial_id} reported {mine or 'no metrics'} but not the study's metric "
+                f"{self.metric!r}; report it (tune.report({{{self.metric!r}: ...}})) or set "
+                f"metric to one of the reported names")
+        reserved = sorted(k for k in result if k.startswith(RESERVED_PREFIX))
+        if reserved:
+            raise StudyError(
+                f"trial {trial_id} reported {reserved}: metric names starting with "
+                f"`{RESERVED_PREFIX}` are reserved for tuner's own; rename them")
+        step = int(result[ITERATION])
+        if step <= self._reported.get(trial_id, 0) or trial_id in self._completed_trials:
+            return  # a re-run iteration after a restore: Optuna already has this step
+        if trial_id not in self._ot_trials:
+            self._adopt(trial_id, result)
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Optuna was told of its end just before the driver died (after Tune's snapshot).
+            self._completed_trials.add(trial_id)
+            return
+        self._reported[trial_id] = step
+
+    def _adopt(self, trial_id: str, result: dict) -> None:
+        """A trial Tune restored that this searcher's snapshot predates: the driver died
+        between the two saves. Give it an Optuna trial with the same parameters."""
+        params = {k[len("config/"):]: v for k, v in result.items() if k.startswith("config/")}
+        self._ot_study.enqueue_trial(params, skip_if_exists=False)
+        ot_trial = self._ot_study.ask()
+        self._suggest_from_define_by_run_func(self._space, ot_trial)
+        self._ot_trials[trial_id] = ot_trial
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        if trial_id not in self._ot_trials:  # restored, never reported again: nothing to tell
+            if result and self.metric in result:
+                self._adopt(trial_id, result)
+            else:
+                self._completed_trials.add(trial_id)
+                return
+        if error or trial_id not in self._asha.pruned or trial_id in self._completed_trials:
+            super().on_trial_complete(trial_id, result, error)
+            return
+        ot_trial = self._ot_trials[trial_id]
+        if result and self.metric in result:  # the result that triggered the stop
+            step = int(result[ITERATION])
+            if step > self._reported.get(trial_id, 0):
+                ot_trial.report(result[self.metric], step)
+        try:
+            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+        except optuna.exceptions.UpdateFinishedTrialError:  # told before the driver restarted
+            pass
+        self._completed_trials.add(trial_id)
+
+    def save(self, checkpoint_path: str) -> None:
+        asha, self._asha = self._asha, None
+        try:
+            super().save(checkpoint_path)
+        finally:
+            self._asha = asha
+
+    def restore(self, checkpoint_path: str) -> None:
+        asha = self._asha
+        super().restore(checkpoint_path)
+        self._asha = asha
+        # Trials asked after the last experiment checkpoint died with the driver: say so.
+        known = {t.number for t in self._ot_trials.values()}
+        for frozen in self._ot_study.get_trials(deepcopy=False,
+                                                states=(optuna.trial.TrialState.RUNNING,)):
+            if frozen.number not in known:
+                self._ot_study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
+
+
+def optuna_storage(experiment_dir: str) -> optuna.storages.BaseStorage:
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(
+        JournalFileBackend(os.path.join(experiment_dir, OPTUNA_JOURNAL)))
