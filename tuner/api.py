@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from tuner.config import StudySettings, import_trainable, settings_from
-from tuner.errors import ConfigError, StudyError
-from tuner.record import OPTUNA_JOURNAL, StudyRecord
-from tuner.search_space import SearchSpace, load_space
+from tuner.errors import ConfigError, StudyError, TunerError
+from tuner.lock import LOCK_FILE, StudyLock
+from tuner.record import OPTUNA_JOURNAL, RECORD_FILE, StudyRecord
+from tuner.search_space import SearchSpace, load_space, parse_space
 from tuner.tracking import Tracker, default_uri, flush_all
 
 if TYPE_CHECKING:
@@ -124,35 +126,74 @@ def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettin
     """Run a study from validated parts (what ``tune`` and ``tuner run`` share)."""
     from tuner import engine
 
-    name = settings.name or f"{_stem(space.source)}-{time.strftime('%Y%m%d-%H%M%S')}"
     remote = is_remote(settings.storage_path)
     # The record and the Optuna journal stay with the driver (on-demand head); checkpoints
     # and Tune's experiment state go to storage_path, local or s3://.
-    path = os.path.join(os.path.abspath("tuner_results" if remote else settings.storage_path), name)
+    results = os.path.abspath("tuner_results" if remote else settings.storage_path)
+    name, path = _study_dir(results, settings.name, _stem(space.source))
     tune_path = f"{settings.storage_path.rstrip('/')}/{name}" if remote else path
-    if StudyRecord.exists(path):
-        raise StudyError(f"{path}: a study named {name!r} exists already; run "
-                         f"`tuner resume {path}` to continue it, or choose another name")
-    uri = settings.mlflow_uri or default_uri()
-    tracker = Tracker(uri, settings.mlflow_experiment or name)  # fails fast if unreachable
-    params = {k: v for k, v in asdict(settings).items() if v is not None}
-    parent = tracker.start_study(name, {**params, "name": name}, space.to_dict())
-    os.makedirs(path, exist_ok=True)
-    StudyRecord.create(
-        path, name=name, metric=settings.metric, mode=settings.mode,
-        num_samples=settings.num_samples, max_t=settings.max_t, mlflow_uri=uri,
-        mlflow_experiment=settings.mlflow_experiment or name, parent_run_id=parent,
-        trainable=trainable_ref or _reference(trainable), base_dir=os.path.abspath(base_dir),
-        settings=params, tune_path=tune_path,
-        space=space.to_dict(), optuna_storage=os.path.join(path, OPTUNA_JOURNAL))
-    if verbose:
-        print(f"[tuner] study {name}: {settings.num_samples} trials of {space.source}, "
-              f"{settings.metric} ({settings.mode}); state in {path}", flush=True)
-    try:
-        engine.run_study(trainable, space, settings, path, tune_path, verbose=verbose)
-    finally:
-        _close(path, tracker)
+    with StudyLock(path):
+        if StudyRecord.exists(path):
+            raise StudyError(f"{path}: a study named {name!r} exists already; run "
+                             f"`tuner resume {path}` to continue it, or choose another name")
+        uri = absolute_uri(settings.mlflow_uri or default_uri())
+        experiment = settings.mlflow_experiment or name
+        params = {k: v for k, v in asdict(settings).items() if v is not None}
+        # The record first: whatever fails after it, `tuner resume` finds the study.
+        record = StudyRecord.create(
+            path, name=name, metric=settings.metric, mode=settings.mode,
+            num_samples=settings.num_samples, max_t=settings.max_t, mlflow_uri=uri,
+            mlflow_experiment=experiment, parent_run_id="",
+            trainable=trainable_ref or _reference(trainable), base_dir=os.path.abspath(base_dir),
+            settings=params, tune_path=tune_path,
+            space=space.to_dict(), optuna_storage=os.path.join(path, OPTUNA_JOURNAL))
+        try:
+            tracker = Tracker(uri, experiment)  # fails fast if unreachable
+        except TunerError:  # nothing ran: leave no study behind to resume
+            for file in (RECORD_FILE, LOCK_FILE):
+                os.remove(os.path.join(path, file))
+            with contextlib.suppress(OSError):
+                os.rmdir(path)  # unless it holds something of the user's
+            raise
+        record.data["parent_run_id"] = tracker.start_study(name, {**params, "name": name},
+                                                           space.to_dict())
+        record.save()
+        if verbose:
+            print(f"[tuner] study {name}: {settings.num_samples} trials of {space.source}, "
+                  f"{settings.metric} ({settings.mode}); state in {path}", flush=True)
+        try:
+            engine.run_study(trainable, space, settings, path, tune_path, verbose=verbose)
+        finally:
+            _close(path, tracker)
     return _result(StudyRecord.load(path))
+
+
+def _study_dir(results: str, name: str | None, stem: str) -> tuple[str, str]:
+    """The study's name and directory. A default name (the space's name and the time) is
+    made unique by creating its directory: two studies started in the same second get
+    ``...-HHMMSS`` and ``...-HHMMSS-2``."""
+    if name:
+        return name, os.path.join(results, name)
+    base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.makedirs(results, exist_ok=True)
+    for n in range(1, 1000):
+        candidate = base if n == 1 else f"{base}-{n}"
+        try:
+            os.mkdir(os.path.join(results, candidate))
+        except FileExistsError:
+            continue
+        return candidate, os.path.join(results, candidate)
+    raise StudyError(f"{results}: no free study name after {base}-999; pass a name")
+
+
+def absolute_uri(uri: str) -> str:
+    """A tracking URI that means the same store from any working directory: a relative
+    ``sqlite:///mlflow.db`` (or a bare path) becomes absolute, as of now."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + os.path.abspath(uri[len("sqlite:///"):])
+    if "://" not in uri and not uri.startswith(("file:", "databricks")):
+        return os.path.abspath(uri)
+    return uri
 
 
 def resume(path: str, trainable: Callable[..., Any] | None = None,
@@ -165,30 +206,62 @@ def resume(path: str, trainable: Callable[..., Any] | None = None,
     from tuner import engine
 
     path = os.path.abspath(path)
-    record = StudyRecord.load(path)
-    if trainable is None:
-        ref = record.data.get("trainable")
-        if not ref:
-            raise StudyError(f"{path}: the study's trainable is not importable by name; call "
-                             f"tuner.resume({path!r}, trainable=your_function)")
-        trainable = import_trainable(ref, source=os.path.join(path, "tuner_study.json"),
-                                     base_dir=record.data.get("base_dir", "."))
-    tracker = Tracker(record.data["mlflow_uri"], record.data["mlflow_experiment"])
-    tracker.reopen_study(record.data["parent_run_id"])
-    record.data["state"] = "running"
-    record.data["resumes"] = record.data.get("resumes", 0) + 1
-    record.save()
-    if verbose:
-        print(f"[tuner] resuming study {record.data['name']} from {path}", flush=True)
-    settings = record.data["settings"]
-    try:
-        engine.resume_study(trainable, path, record.data.get("tune_path", path),
-                            settings.get("resources_per_trial", {"cpu": 1}),
-                            settings.get("max_concurrent_trials"),
-                            ray_address=ray_address or settings.get("ray_address"))
-    finally:
-        _close(path, tracker)
+    with StudyLock(path):
+        record = StudyRecord.load(path)
+        source = os.path.join(path, RECORD_FILE)
+        settings = settings_from(record.data["settings"], source)
+        if trainable is None:
+            ref = record.data.get("trainable")
+            if not ref:
+                raise StudyError(f"{path}: the study's trainable is not importable by name; "
+                                 f"call tuner.resume({path!r}, trainable=your_function)")
+            trainable = import_trainable(ref, source=source,
+                                         base_dir=record.data.get("base_dir", "."))
+        tracker = Tracker(record.data["mlflow_uri"], record.data["mlflow_experiment"])
+        if record.data["parent_run_id"]:
+            tracker.reopen_study(record.data["parent_run_id"])
+        else:  # the driver stopped between the record and the MLflow run
+            record.data["parent_run_id"] = tracker.start_study(
+                record.data["name"], record.data["settings"], record.data["space"])
+        record.data["state"] = "running"
+        record.data["resumes"] = record.data.get("resumes", 0) + 1
+        record.save()
+        tune_path = record.data.get("tune_path", path)
+        address = ray_address or settings.ray_address
+        try:
+            if engine.can_restore(tune_path):
+                if verbose:
+                    print(f"[tuner] resuming study {record.data['name']} from {path}",
+                          flush=True)
+                engine.resume_study(trainable, path, tune_path,
+                                    settings.resources_per_trial,
+                                    settings.max_concurrent_trials, ray_address=address)
+            else:
+                _forget_unsnapshotted(record, tracker)
+                if verbose:
+                    print(f"[tuner] study {record.data['name']}: Ray Tune saved no state "
+                          f"before its driver stopped; starting its trials again in {path}",
+                          flush=True)
+                engine.run_study(trainable, parse_space(record.data["space"], source=source),
+                                 replace(settings, ray_address=address), path, tune_path,
+                                 verbose=verbose)
+        finally:
+            _close(path, tracker)
     return _result(StudyRecord.load(path))
+
+
+def _forget_unsnapshotted(record: StudyRecord, tracker: Tracker) -> None:
+    """Trials of a driver that stopped before Tune's first snapshot cannot be continued:
+    close their MLflow runs as stopped and start the study's trials afresh."""
+    from tuner import engine
+
+    for trial in record.trials.values():
+        if trial.get("mlflow_run_id"):
+            tracker.end_run(trial["mlflow_run_id"], "stopped",
+                            {"tuner.note": "driver stopped before Ray Tune's first snapshot"})
+    record.data["trials"] = {}
+    record.save()
+    engine.fail_running_optuna_trials(record.path)
 
 
 def _close(path: str, tracker: Tracker) -> None:

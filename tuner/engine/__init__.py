@@ -14,15 +14,28 @@ ASHA), ``callbacks`` (Tune's events into the study's bookkeeping), ``run`` (join
 cluster, build, fit and restore the Tuner).
 """
 
-from tuner.engine.run import connect, resume_study, run_study, trial_slots
-from tuner.engine.search import optuna_storage, user_metrics
-from tuner.engine.trial import (
-           current_trial_id,
-           get_checkpoint,
-           node_is_draining,
-           report,
+from tuner.engine.run import (
+    can_restore,
+    connect,
+    fail_running_optuna_trials,
+    resume_study,
+    run_study,
+    trial_slots,
 )
+from tuner.engine.search import optuna_storage, user_metrics
+from tuner.engine.trial import current_trial_id, get_checkpoint, node_is_draining, report
 
-__all__ = ["connect", "current_trial_id", "get_checkpoint", "node_is_draining",
-           "optuna_storage", "report", "resume_study", "run_study", "trial_slots",
-           "user_metrics"]
+__all__ = [
+    "can_restore",
+    "connect",
+    "current_trial_id",
+    "fail_running_optuna_trials",
+    "get_checkpoint",
+    "node_is_draining",
+    "optuna_storage",
+    "report",
+    "resume_study",
+    "run_study",
+    "trial_slots",
+    "user_metrics",
+]

@@ -152,14 +152,25 @@ def resume_study(trainable: Callable[..., Any], experiment_dir: str, tune_path: 
     with _study_process(experiment_dir):
         connect(ray_address)
         _ship_by_value(trainable)
-        if not Tuner.can_restore(tune_path):
-            raise StudyError(f"{experiment_dir}: Ray Tune saved no experiment state yet (the driver "
-                             f"died before its first checkpoint); start the study again with "
-                             f"`tuner run`")
         resources = {k.lower(): v for k, v in resources.items()}
         tuner = Tuner.restore(tune_path, tune.with_resources(with_node_id(trainable), resources),
                               resume_unfinished=True, resume_errored=False)
         _fit(tuner, experiment_dir, resources, max_concurrent)
+
+
+def can_restore(tune_path: str) -> bool:
+    """Whether Ray Tune saved the experiment at ``tune_path`` (its first snapshot)."""
+    return bool(Tuner.can_restore(tune_path))
+
+
+def fail_running_optuna_trials(experiment_dir: str) -> None:
+    """Mark FAIL the Optuna trials a dead driver left RUNNING (they will not report)."""
+    storage = optuna_storage(experiment_dir)
+    for summary in storage.get_all_studies():
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        for trial in study.get_trials(deepcopy=False,
+                                      states=(optuna.trial.TrialState.RUNNING,)):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
 def trial_slots(cluster: Mapping[str, float], resources: Mapping[str, float]) -> int:

@@ -1,0 +1,156 @@
+"""Study integrity under real use: a second driver, a driver that stopped before Ray Tune's
+first snapshot, two studies started in the same second, a relative MLflow store.
+
+Nothing is faked except where a docstring says so: a real local Ray cluster, real Optuna
+journals and MLflow sqlite stores, real `tuner` processes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+import tuner
+from tests.helpers import user_env
+from tuner.errors import StudyError
+
+SPACE = {"rate": {"type": "float", "low": 0.05, "high": 1.0, "log": True}}
+
+
+def curve(config):
+    state = tuner.load_state() or {"it": 0}
+    while state["it"] < 4:
+        state["it"] += 1
+        tuner.report({"acc": 1 - math.exp(-config["rate"] * state["it"])}, state=state)
+
+
+def test_a_study_stopped_before_tunes_first_snapshot_resumes_with_one_command(
+        ray_cluster, study_dir, monkeypatch):
+    """Faked: the driver's death before Ray Tune saved anything, by an engine that raises
+    as it starts (what `kill -9` in the first seconds leaves: a record, an MLflow parent,
+    no Tune state)."""
+    from tuner import engine
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "run_study", dies)
+        with pytest.raises(KeyboardInterrupt):
+            tuner.tune(curve, SPACE, metric="acc", num_samples=3, max_t=4, name="early",
+                       verbose=False)
+    path = study_dir / "tuner_results" / "early"
+    assert not engine.can_restore(str(path))
+
+    result = tuner.resume(str(path), trainable=curve, verbose=False)
+    assert len(result.trials) == 3
+    assert set(result.trials.status) <= {"completed", "pruned"}
+    client = MlflowClient(result.mlflow_uri)
+    assert client.get_run(result.parent_run_id).info.status == "FINISHED"
+
+
+def test_resume_while_the_driver_runs_is_refused_and_the_study_is_untouched(
+        ray_cluster, study_dir):
+    (study_dir / "slow.py").write_text(textwrap.dedent("""
+        import time
+        import tuner
+
+        def train(config):
+            state = tuner.load_state() or {"it": 0}
+            while state["it"] < 6:
+                time.sleep(0.5)
+                state["it"] += 1
+                tuner.report({"acc": config["q"] * state["it"]}, state=state)
+    """))
+    (study_dir / "exp.yaml").write_text(textwrap.dedent(f"""
+        trainable: slow:train
+        space: {{q: {{type: float, low: 0.1, high: 1.0}}}}
+        metric: acc
+        num_samples: 2
+        scheduler: {{max_t: 6, grace_period: 6}}
+        name: busy
+        ray_address: {ray_cluster.address!r}
+    """))
+    first = subprocess.Popen([sys.executable, "-m", "tuner.cli", "run", "exp.yaml", "--quiet"],
+                             cwd=study_dir, env=user_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    path = study_dir / "tuner_results" / "busy"
+    deadline = time.monotonic() + 120
+    while not (path / "tuner_study.json").exists():
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.2)
+    second = subprocess.run([sys.executable, "-m", "tuner.cli", "resume", str(path)],
+                            cwd=study_dir, env=user_env(), capture_output=True, text=True,
+                            timeout=120)
+    assert second.returncode == 1
+    assert f"being run by pid {first.pid}" in second.stderr.strip().splitlines()[-1]
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, out[-2000:] + err[-2000:]
+    result = tuner.TuneResult.load(path)
+    assert list(result.trials.status) == ["completed", "completed"]
+
+
+def test_two_studies_started_in_the_same_second_keep_their_own_records(ray_cluster, study_dir):
+    (study_dir / "quick.py").write_text(
+        "import tuner\n\ndef train(config):\n"
+        "    for i in range(2):\n        tuner.report({'acc': config['q'] * (i + 1)})\n")
+    (study_dir / "exp.yaml").write_text(textwrap.dedent(f"""
+        trainable: quick:train
+        space: {{q: {{type: float, low: 0.1, high: 1.0}}}}
+        metric: acc
+        num_samples: 3
+        scheduler: {{max_t: 2, grace_period: 2}}
+        ray_address: {ray_cluster.address!r}
+    """))
+    runs = [subprocess.Popen([sys.executable, "-m", "tuner.cli", "run", "exp.yaml", "--quiet"],
+                             cwd=study_dir, env=user_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for run in runs:
+        out, err = run.communicate(timeout=400)
+        assert run.returncode == 0, out[-2000:] + err[-2000:]
+    studies = sorted(os.listdir(study_dir / "tuner_results"))
+    assert len(studies) == 2, studies
+    parents = set()
+    for name in studies:
+        result = tuner.TuneResult.load(study_dir / "tuner_results" / name)
+        assert len(result.trials) == 3
+        journal = optuna.load_study(
+            study_name=name, storage=optuna.storages.JournalStorage(
+                optuna.storages.journal.JournalFileBackend(
+                    str(study_dir / "tuner_results" / name / "optuna_journal.log"))))
+        assert len(journal.trials) == 3
+        client = MlflowClient(result.mlflow_uri)
+        parent = client.get_run(result.parent_run_id)
+        assert parent.info.status == "FINISHED"
+        children = client.search_runs([parent.info.experiment_id],
+                                      f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'")
+        assert len(children) == 3
+        parents.add(result.parent_run_id)
+    assert len(parents) == 2
+
+
+def test_a_relative_sqlite_store_is_recorded_absolute(ray_cluster, study_dir, tmp_path_factory):
+    result = tuner.tune(curve, SPACE, metric="acc", num_samples=1, max_t=2, name="rel",
+                        mlflow_uri="sqlite:///rel.db", verbose=False)
+    assert result.mlflow_uri == f"sqlite:///{study_dir / 'rel.db'}"
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    os.chdir(elsewhere)  # study_dir's monkeypatch restores the working directory
+    resumed = tuner.resume(str(study_dir / "tuner_results" / "rel"), trainable=curve,
+                           verbose=False)
+    assert resumed.parent_run_id == result.parent_run_id
+    assert not (elsewhere / "rel.db").exists()
+
+
+def test_a_study_that_exists_is_not_started_twice(ray_cluster, study_dir):
+    tuner.tune(curve, SPACE, metric="acc", num_samples=1, max_t=2, name="once", verbose=False)
+    with pytest.raises(StudyError, match="exists already; run `tuner resume"):
+        tuner.tune(curve, SPACE, metric="acc", num_samples=1, max_t=2, name="once",
+                   verbose=False)
