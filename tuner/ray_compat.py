@@ -199,6 +199,25 @@ def missing_token(address: str, maybe: bool = False) -> StudyError:
         f"head node (`ray get-auth-token` there) into {token_path()} (or set RAY_AUTH_TOKEN)")
 
 
+# --- what nodes the cluster has, or its autoscaler may add -----------------------------------
+
+def node_shapes() -> list[dict[str, float]]:
+    """The total resources of each live node, and of each node type the cluster's
+    autoscaler may add (from the cluster config it keeps in the GCS; none on a cluster
+    without an autoscaler)."""
+    import ray
+
+    shapes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+    what = "the autoscaler's cluster config"
+    state = _attr("ray._private.state", "state", what)
+    _require(state, ["get_cluster_config"], what)
+    config = state.get_cluster_config()
+    if config is not None:
+        shapes += [dict(group.resources) for group in config.node_group_configs
+                   if group.max_count != 0]
+    return shapes
+
+
 # --- the cluster launcher's config validator -------------------------------------------------
 
 def cluster_config_validator() -> tuple[Callable[[dict], dict], Callable[[dict], None]]:
@@ -214,6 +233,8 @@ def check() -> None:
     _check_mixin_hook.cache_clear()
     check_env_switches.cache_clear()
     _draining_nodes()
+    _require(_attr("ray._private.state", "state", "the autoscaler's cluster config"),
+             ["get_cluster_config"], "the autoscaler's cluster config")
     _check_mixin_hook()
     check_env_switches()
     local_cluster_class()

@@ -14,7 +14,6 @@ import time
 import ray
 
 import tuner
-from tuner.engine import trial_slots
 
 
 def short(config):
@@ -40,11 +39,3 @@ def test_trials_start_on_every_free_slot_without_max_concurrent_trials(labelled_
     assert {r["node"] for r in ran} == set(nodes)
     assert len({r["pid"] for r in ran}) == 4  # one actor per slot, reused after
 
-
-def test_trial_slots_counts_the_scarcest_resource():
-    cluster = {"CPU": 6.0, "GPU": 1.0, "labelled": 4.0, "memory": 1e10}
-    assert trial_slots(cluster, {"cpu": 1}) == 6
-    assert trial_slots(cluster, {"cpu": 1, "labelled": 1}) == 4
-    assert trial_slots(cluster, {"cpu": 2, "gpu": 0.5}) == 2
-    assert trial_slots(cluster, {"cpu": 8}) == 1  # never fewer than one
-    assert trial_slots({"CPU": 0.0}, {"cpu": 1}) == 1  # an autoscaling cluster, not yet up

@@ -154,3 +154,15 @@ def test_a_study_that_exists_is_not_started_twice(ray_cluster, study_dir):
     with pytest.raises(StudyError, match="exists already; run `tuner resume"):
         tuner.tune(curve, SPACE, metric="acc", num_samples=1, max_t=2, name="once",
                    verbose=False)
+
+
+def test_resources_no_node_has_stop_the_study_at_once_with_what_the_nodes_have(
+        ray_cluster, study_dir):
+    started = time.monotonic()
+    with pytest.raises(StudyError, match=r"fits no node .*GPU too large: its nodes have 1 x "
+                                         r"\{CPU 2\}"):
+        tuner.tune(curve, SPACE, metric="acc", num_samples=2, max_t=2, name="gpu",
+                   resources_per_trial={"cpu": 1, "gpu": 1}, verbose=False)
+    assert time.monotonic() - started < 60
+    result = tuner.TuneResult.load(study_dir / "tuner_results" / "gpu")
+    assert MlflowClient(result.mlflow_uri).get_run(result.parent_run_id).info.status != "RUNNING"

@@ -118,6 +118,7 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
     experiment at ``tune_path`` (the same directory, or a URI such as ``s3://...``)."""
     with _study_process(experiment_dir):
         connect(settings.ray_address, _local_labels(settings))
+        _check_schedulable(settings.resources_per_trial)
         _ship_by_value(trainable)
         asha = _Asha(time_attr=ITERATION, metric=settings.metric, mode=settings.mode,
                      max_t=settings.max_t, grace_period=settings.grace_period,
@@ -151,6 +152,7 @@ def resume_study(trainable: Callable[..., Any], experiment_dir: str, tune_path: 
     """Continue a study whose driver stopped: same trials, Optuna study and MLflow runs."""
     with _study_process(experiment_dir):
         connect(ray_address)
+        _check_schedulable(resources)
         _ship_by_value(trainable)
         resources = {k.lower(): v for k, v in resources.items()}
         tuner = Tuner.restore(tune_path, tune.with_resources(with_node_id(trainable), resources),
@@ -173,13 +175,44 @@ def fail_running_optuna_trials(experiment_dir: str) -> None:
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
+def _ray_names(resources: Mapping[str, float]) -> dict[str, float]:
+    """``{"cpu": 1, "gpu": 1}`` as Ray names them (``CPU``, ``GPU``); zeros dropped."""
+    return {("CPU" if k == "cpu" else "GPU" if k == "gpu" else k): v
+            for k, v in resources.items() if v > 0}
+
+
 def trial_slots(cluster: Mapping[str, float], resources: Mapping[str, float]) -> int:
     """How many trials needing ``resources`` (``{"cpu": 1}``) fit in ``cluster``'s totals
     (``ray.cluster_resources()``); at least 1."""
-    need = {("CPU" if k == "cpu" else "GPU" if k == "gpu" else k): v
-            for k, v in resources.items() if v > 0}
-    fits = [int(cluster.get(k, 0) // v) for k, v in need.items()]
+    fits = [int(cluster.get(k, 0) // v) for k, v in _ray_names(resources).items()]
     return max(1, min(fits, default=1))
+
+
+def unschedulable(resources: Mapping[str, float],
+                  shapes: list[dict[str, float]]) -> str | None:
+    """Why no trial needing ``resources`` can ever run on nodes of these ``shapes`` (each
+    node's total resources; ``{}``: a node type whose resources the autoscaler has not
+    said, which may fit), or None when one of them fits it. A trial's resources must all
+    be on one node."""
+    need = _ray_names(resources)
+    if any(not shape or all(shape.get(k, 0) >= v for k, v in need.items()) for shape in shapes):
+        return None
+    short = sorted(k for k, v in need.items() if all(shape.get(k, 0) < v for shape in shapes))
+    kinds: dict[str, int] = {}
+    for shape in shapes:
+        text = ", ".join(f"{k} {v:g}" for k, v in sorted(shape.items())
+                         if k in ("CPU", "GPU") or k in need) or "nothing"
+        kinds[text] = kinds.get(text, 0) + 1
+    have = "; ".join(f"{n} x {{{text}}}" for text, n in kinds.items()) or "no nodes"
+    return (f"resources_per_trial {dict(resources)} fits no node the cluster has or may add "
+            f"({', '.join(short) or 'together'} too large: its nodes have {have}); ask for what "
+            f"one node has, or add a node type that has it")
+
+
+def _check_schedulable(resources: Mapping[str, float]) -> None:
+    reason = unschedulable(resources, ray_compat.node_shapes())
+    if reason:
+        raise StudyError(reason)
 
 
 def _fit(tuner: Tuner, experiment_dir: str, resources: Mapping[str, float],
