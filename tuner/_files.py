@@ -1,4 +1,4 @@
-"""Small file helpers: YAML reading with located errors, crash-safe JSON writes."""
+"""Small file helpers: text and YAML reading with located errors, crash-safe JSON writes."""
 
 from __future__ import annotations
 
@@ -12,17 +12,32 @@ import yaml
 from tuner.errors import ConfigError
 
 
-def read_yaml(path: str) -> Any:
-    """Parse a YAML file; a missing file or a syntax error becomes a ConfigError."""
-    source = os.path.basename(path)
+def read_text(path: str) -> str:
+    """A UTF-8 text file's contents; a missing, unreadable or non-UTF-8 file (or a
+    directory) becomes a ConfigError naming it and the fix."""
     try:
         with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
+            return f.read()
     except FileNotFoundError:
         raise ConfigError(path, "", "no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(path, "", "is a directory; pass the path of a file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "", f"is not UTF-8 text (byte {exc.start}); save it as "
+                          f"UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot be read ({exc.strerror or exc}); check its "
+                          f"permissions") from None
+
+
+def read_yaml(path: str) -> Any:
+    """Parse a YAML file; an unreadable file or a syntax error becomes a ConfigError."""
+    text = read_text(path)
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(source, f"line {mark.line + 1}" if mark else "",
+        raise ConfigError(os.path.basename(path), f"line {mark.line + 1}" if mark else "",
                           f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
 
 

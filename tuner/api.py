@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -42,6 +43,7 @@ class TuneResult:
     cost: dict[str, float]  # cost_usd, wasted_usd, useful_usd, idle_usd, cluster_usd, ...
     cost_to_best_usd: float | None = None
     stop_reason: str | None = None
+    state: str = "finished"  # or "running" (a driver has it), "interrupted" (resume it)
 
     @classmethod
     def load(cls, path: str) -> TuneResult:
@@ -49,59 +51,26 @@ class TuneResult:
         return _result(StudyRecord.load(os.path.abspath(path)))
 
 
-def tune(
-    trainable: Callable[..., Any],
-    space: str | os.PathLike[str] | Mapping[str, Any] | SearchSpace,
-    *,
-    metric: str,
-    mode: str = "max",
-    num_samples: int = 20,
-    max_t: int = 30,
-    grace_period: int = 1,
-    reduction_factor: float = 3,
-    max_failures: int = 3,
-    resources_per_trial: Mapping[str, float] | None = None,
-    max_concurrent_trials: int | None = None,
-    storage_path: str | None = None,
-    name: str | None = None,
-    mlflow_uri: str | None = None,
-    mlflow_experiment: str | None = None,
-    seed: int | None = 0,
-    checkpoints_to_keep: int = 2,
-    ray_address: str | None = None,
-    budget_usd: float | None = None,
-    budget_alerts: tuple[float, ...] = (50, 80, 100),
-    region: str = "us-east-1",
-    default_instance_type: str = "m5.large",
-    default_market: str = "on-demand",
-    prices: str | None = None,
-    verbose: bool = True,
-) -> TuneResult:
+def tune(trainable: Callable[..., Any],
+         space: str | os.PathLike[str] | Mapping[str, Any] | SearchSpace, *,
+         metric: str, verbose: bool = True, **settings: Any) -> TuneResult:
     """Tune ``trainable`` over ``space`` with Optuna's TPE and ASHA on Ray Tune.
 
     Args:
         trainable: a Ray Tune function trainable, ``train(config)``, that reports with
             ``tune.report`` (or ``tuner.report``) once per iteration.
         space: a space YAML path, a dict of the same shape, or a ``SearchSpace``.
-        metric, mode: what to optimise, ``"max"`` or ``"min"``.
-        num_samples: how many trials TPE proposes.
-        max_t, grace_period, reduction_factor: ASHA over ``training_iteration``.
-        max_failures: retries of a crashed trial, each from its last checkpoint.
-        resources_per_trial: e.g. ``{"cpu": 1}`` or ``{"cpu": 4, "gpu": 1}``.
-        storage_path: where checkpoints and Tune's experiment state go: a directory
-            (default ``./tuner_results``) or ``s3://bucket/prefix`` (then the study record
-            and Optuna journal stay in ``./tuner_results/<name>`` beside the driver).
-        name: the study's name (default: the space's name and a timestamp).
-        mlflow_uri: tracking store (default ``sqlite:///mlflow.db`` in the working dir).
-        mlflow_experiment: MLflow experiment holding the study's runs (default: ``name``).
-        seed: TPE's seed.
-        ray_address: the cluster to join (default: RAY_ADDRESS, a running local one, or new).
-        budget_usd: stop scheduling work once the study could spend more than this.
-        budget_alerts: percentages of the budget at which to print and log an alert.
-        region, default_instance_type, default_market: how to price nodes that carry no
-            ``tuner.io/`` labels (a local machine, a hand-started node).
-        prices: a price CSV to use instead of the shipped catalog (same columns).
+        metric: what to optimise (``mode="max"`` or ``"min"``).
         verbose: print one progress line as the study advances.
+        **settings: any field of :class:`tuner.config.StudySettings`, which documents each
+            and holds its default -- the same keys as an experiment YAML: ``mode``,
+            ``num_samples``, ``max_t``, ``grace_period``, ``reduction_factor`` (ASHA over
+            ``training_iteration``), ``max_failures``, ``resources_per_trial``,
+            ``max_concurrent_trials``, ``storage_path`` (a directory or ``s3://...``),
+            ``name``, ``mlflow_uri``, ``mlflow_experiment``, ``seed`` (``None``: random,
+            printed), ``checkpoints_to_keep``, ``ray_address``, ``budget_usd``,
+            ``budget_alerts``, ``region``, ``default_instance_type``, ``default_market``,
+            ``prices``, ``live_prices``, ``seconds_per_iteration``.
 
     Returns:
         The study's best config and metric, and one row per trial.
@@ -110,14 +79,11 @@ def tune(
         ConfigError: an invalid argument or space (nothing is run or recorded).
         StudyError: the study could not run; the message says what to do next.
     """
-    values = {k: v for k, v in locals().items()
-              if k not in ("trainable", "space", "verbose") and v is not None}
-    values["budget_alerts"] = tuple(budget_alerts)
-    settings = settings_from(values, "tune()")
     if not callable(trainable):
         raise ConfigError("tune()", "trainable", f"must be a function train(config), got "
                           f"{type(trainable).__name__}")
-    return run(trainable, load_space(space), settings, verbose=verbose)
+    resolved = settings_from({"metric": metric, **settings}, "tune()")
+    return run(trainable, load_space(space), resolved, verbose=verbose)
 
 
 def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettings,
@@ -136,6 +102,11 @@ def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettin
         if StudyRecord.exists(path):
             raise StudyError(f"{path}: a study named {name!r} exists already; run "
                              f"`tuner resume {path}` to continue it, or choose another name")
+        if settings.seed is None:
+            settings = replace(settings, seed=random.SystemRandom().randrange(2**31))
+            if verbose:
+                print(f"[tuner] seed {settings.seed} (random; seed={settings.seed} repeats "
+                      f"the search)", flush=True)
         uri = absolute_uri(settings.mlflow_uri or default_uri())
         experiment = settings.mlflow_experiment or name
         params = {k: v for k, v in asdict(settings).items() if v is not None}
@@ -209,7 +180,7 @@ def resume(path: str, trainable: Callable[..., Any] | None = None,
     with StudyLock(path):
         record = StudyRecord.load(path)
         source = os.path.join(path, RECORD_FILE)
-        settings = settings_from(record.data["settings"], source)
+        settings = record.settings()
         if trainable is None:
             ref = record.data.get("trainable")
             if not ref:
@@ -269,7 +240,7 @@ def _close(path: str, tracker: Tracker) -> None:
     record = StudyRecord.load(path)
     counts = record.counts()
     stopped_by_budget = record.data.get("stop_reason") == "budget"
-    finished = counts["running"] == 0 and (
+    finished = counts["running"] == counts["interrupted"] == 0 and (
         len(record.trials) >= record.data["num_samples"] or stopped_by_budget)
     record.data["state"] = "finished" if finished else "interrupted"
     record.save()
@@ -293,7 +264,7 @@ def _close(path: str, tracker: Tracker) -> None:
 
         with tempfile.TemporaryDirectory() as tmp:
             tracker.log_artifact(parent, plot_pareto(result, os.path.join(tmp, "pareto.png")))
-    tracker.end_run(parent, "completed" if finished else "stopped", tags)
+    tracker.end_run(parent, "completed" if finished else "interrupted", tags)
     flush_all()
 
 
@@ -323,7 +294,7 @@ def _result(record: StudyRecord) -> TuneResult:
         parent_run_id=record.data["parent_run_id"], trials=frame,
         cost=dict(record.data.get("cost", {})),
         cost_to_best_usd=record.data.get("cost_to_best_usd"),
-        stop_reason=record.data.get("stop_reason"))
+        stop_reason=record.data.get("stop_reason"), state=record.data.get("state", "running"))
 
 
 def is_remote(storage_path: str) -> bool:

@@ -1,18 +1,21 @@
 """``tuner``: run, resume, validate and report studies from the shell.
 
-Exit codes: 0 success, 1 the study failed or was interrupted, 2 invalid input.
+Exit codes: 0 success, 1 the study failed or found no usable value of its metric, 2 invalid
+input, 130 interrupted (Ctrl-C or SIGTERM; `tuner resume` continues it), 141 the reader of our output went away (``tuner prices | head -1``).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
 
+from tuner.config import DEFAULT_REGION
 from tuner.errors import ConfigError, TunerError
 
-_EXIT_INPUT, _EXIT_STUDY = 2, 1
+_EXIT_INPUT, _EXIT_STUDY, _EXIT_INTERRUPTED, _EXIT_PIPE = 2, 1, 130, 141  # 141: SIGPIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="run no preemption watcher: spot nodes die without a drain (to "
                         "measure what acting on notices saves)")
     p = sub.add_parser("prices", help="show the $/hour a study will be charged")
-    p.add_argument("--region", default="us-east-1")
+    p.add_argument("--region", default=DEFAULT_REGION)
     p.add_argument("--type", action="append", dest="types", metavar="INSTANCE_TYPE",
                    help="only these instance types (repeatable)")
     p.add_argument("--prices", help="a price CSV instead of the shipped catalog")
@@ -75,7 +78,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="fetch current AWS prices now (spot history, Pricing API)")
     args = parser.parse_args(argv)
     try:
-        return _COMMANDS[args.command](args)
+        code = _COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        if not _reader_gone():
+            raise  # some other pipe broke: not ours to hide
+        # `tuner prices | head -1`: stop quietly, and keep Python's flush at exit quiet too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _EXIT_PIPE
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return _EXIT_INPUT
@@ -84,7 +95,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _EXIT_STUDY
     except KeyboardInterrupt:
         print("interrupted; continue with `tuner resume <study dir>`", file=sys.stderr)
-        return 130
+        return _EXIT_INTERRUPTED
+
+
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader closed it (the pipe then polls as an error)."""
+    import select
+
+    poll = select.poll()
+    poll.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(event & select.POLLERR for _, event in poll.poll(0))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -96,20 +116,17 @@ def _run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("name", args.name), ("num_samples", args.num_samples))
                  if v is not None}
     if overrides:
-        settings = with_overrides(settings, **overrides)
-        settings.validate("command line")
+        settings = with_overrides(settings, "command line", **overrides)
     trainable = exp.load_trainable()
     result = api.run(trainable, exp.space, settings, trainable_ref=exp.trainable,
                      base_dir=exp.base_dir, verbose=not args.quiet)
-    _summary(result)
-    return 0
+    return _summary(result)
 
 
 def _resume(args: argparse.Namespace) -> int:
     from tuner import api
 
-    _summary(api.resume(args.path, verbose=not args.quiet))
-    return 0
+    return _summary(api.resume(args.path, verbose=not args.quiet))
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -123,7 +140,7 @@ def _validate(args: argparse.Namespace) -> int:
 
         config = check_cluster_config(args.file)
         print(f"{args.file}: valid Ray cluster config ({', '.join(config['available_node_types'])})")
-    elif isinstance(data, dict) and "trainable" in data:
+    elif isinstance(data, dict) and ("trainable" in data or "space" in data):
         exp = load_experiment(args.file)
         exp.load_trainable()
         print(f"{args.file}: valid experiment ({len(exp.space.params)} parameters, "
@@ -144,19 +161,26 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(result: object) -> None:
+def _summary(result: object) -> int:
+    """Print the table and the best trial; exit 1 when no trial has a usable metric value."""
     from tuner.api import TuneResult
-
-    from tuner.summary import format_table
+    from tuner.summary import format_table, no_usable_metric
+    from tuner.tracking import masked
 
     assert isinstance(result, TuneResult)
     print(format_table(result))
-    print(f"\nBest {result.metric}: {result.best_metric} (trial {result.best_trial_id})")
-    print(f"Best config: {result.best_config}")
-    print(f"MLflow: parent run {result.parent_run_id} in {result.mlflow_uri}\n"
-          f"  open it with: mlflow ui --backend-store-uri {result.mlflow_uri}  (or `make ui`)")
-    if result.trials["status"].eq("running").any() or result.trials["status"].eq("stopped").any():
-        print(f"The study did not finish; continue it with: tuner resume {result.path}")
+    why = no_usable_metric(result)
+    if why is not None:
+        print(f"\nNo best trial: {why}")
+    else:
+        print(f"\nBest {result.metric}: {result.best_metric} (trial {result.best_trial_id})")
+        print(f"Best config: {result.best_config}")
+    uri = masked(result.mlflow_uri)
+    print(f"MLflow: parent run {result.parent_run_id} in {uri}\n"
+          f"  open it with: mlflow ui --backend-store-uri {uri}  (or `make ui`)")
+    if result.state == "interrupted":
+        return _EXIT_INTERRUPTED
+    return 0 if why is None else _EXIT_STUDY
 
 
 def _estimate(args: argparse.Namespace) -> int:
@@ -221,6 +245,13 @@ def _cluster(args: argparse.Namespace) -> int:
     workers = DEFAULT_WORKERS
     if args.worker:
         workers = tuple(_worker_type(w) for w in args.worker)
+    for flag, value, ok, rule in (
+            ("--hazard", args.hazard, 0 <= args.hazard < math.inf, ">= 0 (e.g. --hazard 0.6)"),
+            ("--time-scale", args.time_scale, 0 < args.time_scale < math.inf,
+             "> 0 (e.g. --time-scale 60)"),
+            ("--head-cpus", args.head_cpus, args.head_cpus >= 0, ">= 0 (e.g. --head-cpus 0)")):
+        if not ok:
+            raise ConfigError(flag, "", f"must be a finite number {rule}, got {value:g}")
     stop = threading.Event()
     cluster = LocalSpotCluster(workers, hazard_per_hour=args.hazard, time_scale=args.time_scale,
                                head_cpus=args.head_cpus, dashboard=args.dashboard,
@@ -259,10 +290,13 @@ def _worker_type(text: str) -> object:
     parts = text.split(":")
     if len(parts) < 2 or len(parts) > 4:
         raise ConfigError("--worker", "", f"expected TYPE:MARKET[:CPUS[:ZONE]], got {text!r}")
-    PriceCatalog.load().get(parts[0], "us-east-1")
+    PriceCatalog.load().get(parts[0], DEFAULT_REGION)
     market = Market.parse(parts[1], "--worker", "market").value
-    cpus = int(parts[2]) if len(parts) > 2 else 1
-    return WorkerType(parts[0], market, cpus, parts[3] if len(parts) > 3 else "us-east-1a")
+    cpus = parts[2] if len(parts) > 2 else "1"
+    if not cpus.isdigit() or int(cpus) < 1:
+        raise ConfigError("--worker", "CPUS", f"must be a whole number >= 1, got {cpus!r} in "
+                          f"{text!r}; e.g. {parts[0]}:{parts[1]}:1")
+    return WorkerType(parts[0], market, int(cpus), parts[3] if len(parts) > 3 else "us-east-1a")
 
 
 def _prices(args: argparse.Namespace) -> int:

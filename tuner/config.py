@@ -7,24 +7,37 @@ the same error for the same mistake: ``<file>: <key>: <constraint, value, fix>``
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import math
 import os
 import re
 import sys
+import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from tuner._files import read_yaml
-from tuner.errors import ConfigError, unknown_key
+from tuner.errors import ConfigError, did_you_mean, unknown_key
 from tuner.search_space import SearchSpace, load_space
+from tuner.tracking import masked
 
 RESERVED_PREFIX = "tuner."
+DEFAULT_REGION = "us-east-1"
+# Resources Ray names in lower case in `tune.with_resources`; others are custom resources.
+_RAY_RESOURCES = ("cpu", "gpu", "memory")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
 class StudySettings:
-    """Everything about a study except the trainable and the space."""
+    """Everything about a study except the trainable and the space: the one definition
+    of every setting and its default, which ``tuner.tune(**settings)``, the experiment
+    YAML and the CLI flags all build through :func:`settings_from`.
+
+    ``seed: None`` draws a random seed when the study starts (and says which);
+    ``resources_per_trial`` keys ``cpu``, ``gpu`` and ``memory`` are stored lower-case.
+    """
 
     metric: str
     mode: str = "max"
@@ -42,7 +55,7 @@ class StudySettings:
     seed: int | None = 0
     checkpoints_to_keep: int = 2
     ray_address: str | None = None
-    region: str = "us-east-1"
+    region: str = DEFAULT_REGION
     default_instance_type: str = "m5.large"  # prices nodes that carry no labels
     default_market: str = "on-demand"
     prices: str | None = None  # a price CSV replacing the shipped catalog
@@ -52,7 +65,10 @@ class StudySettings:
     seconds_per_iteration: float | None = None  # for `tuner estimate`
 
     def __post_init__(self) -> None:
-        self.validate("tune()")
+        self.validate(_BUILDING)
+        resources = {k.lower() if k.lower() in _RAY_RESOURCES else k: v
+                     for k, v in self.resources_per_trial.items()}
+        object.__setattr__(self, "resources_per_trial", resources)
 
     def validate(self, source: str) -> None:
         """Raise :class:`ConfigError` naming ``source`` for the first invalid setting."""
@@ -73,7 +89,7 @@ class StudySettings:
             raise bad("grace_period", f"must be <= max_t, got grace_period={self.grace_period}, "
                       f"max_t={self.max_t}; lower grace_period or raise max_t")
         rf = self.reduction_factor
-        if isinstance(rf, bool) or not isinstance(rf, (int, float)) or rf <= 1:
+        if isinstance(rf, bool) or not isinstance(rf, (int, float)) or not 1 < rf < math.inf:
             raise bad("reduction_factor", f"must be a number > 1 (ASHA keeps 1/reduction_factor "
                       f"of trials at each rung), got {rf!r}")
         mf = self.max_failures
@@ -87,8 +103,13 @@ class StudySettings:
             raise bad("resources_per_trial", f"must map resource names to amounts, e.g. "
                       f"{{cpu: 1}}, got {res!r}")
         for k, v in res.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise bad(f"resources_per_trial.{k}", f"must be a number >= 0, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
+                raise bad(f"resources_per_trial.{k}", f"must be a finite number >= 0, got {v!r}")
+            near = did_you_mean(str(k).lower().rstrip("s").removeprefix("num_"), _RAY_RESOURCES)
+            if str(k).lower() not in _RAY_RESOURCES and (near or not isinstance(k, str)):
+                raise bad(f"resources_per_trial.{k}", f"unknown resource{near or ''}; Ray's are "
+                          f"{', '.join(_RAY_RESOURCES)}; any other name must be a custom "
+                          f"resource your nodes declare")
         if not isinstance(self.storage_path, str) or not self.storage_path:
             raise bad("storage_path", f"must be a directory path or URI, got "
                       f"{self.storage_path!r}")
@@ -97,15 +118,16 @@ class StudySettings:
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise bad("seed", f"must be an integer or null, got {self.seed!r}")
         b = self.budget_usd
-        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float)) or b <= 0):
-            raise bad("budget_usd", f"must be a number of dollars > 0 (or null for no budget), "
-                      f"got {b!r}")
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float))
+                              or not 0 < b < math.inf):
+            raise bad("budget_usd", f"must be a finite number of dollars > 0 (or null for no "
+                      f"budget), got {b!r}")
         alerts = self.budget_alerts
         if not isinstance(alerts, (list, tuple)) or not all(
                 isinstance(a, (int, float)) and not isinstance(a, bool) and 0 < a <= 100
                 for a in alerts):
             raise bad("budget_alerts", f"must be a list of percentages in (0, 100], e.g. "
-                      f"[50, 80, 100], got {alerts!r}")
+                      f"[50, 80, 100], or [] for no alerts, got {alerts!r}")
         spi = self.seconds_per_iteration
         if spi is not None and (isinstance(spi, bool) or not isinstance(spi, (int, float))
                                 or spi <= 0):
@@ -124,6 +146,27 @@ class StudySettings:
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value):
                 raise bad(key, f"must be a non-empty string or null, got {value!r}")
+        if self.mlflow_uri is not None:
+            _check_mlflow_uri(source, self.mlflow_uri)
+
+
+# Tracking store schemes MLflow 3 opens (mlflow.tracking._tracking_service.utils): its file
+# and REST stores, and SQLAlchemy's for these databases (``postgresql+psycopg2`` too).
+_MLFLOW_SCHEMES = {"file", "http", "https", "databricks"}
+_MLFLOW_DATABASES = {"sqlite", "postgresql", "mysql", "mssql"}
+
+
+def _check_mlflow_uri(source: str, uri: str) -> None:
+    """Refuse a tracking URI whose scheme MLflow has no store for (a plain path is a file store)."""
+    scheme = urllib.parse.urlsplit(uri).scheme.lower()
+    if not scheme or scheme in _MLFLOW_SCHEMES or scheme.split("+")[0] in _MLFLOW_DATABASES:
+        return
+    plugins = {e.name for e in importlib.metadata.entry_points(group="mlflow.tracking_store")}
+    if scheme not in plugins:
+        raise ConfigError(source, "mlflow_uri", f"MLflow has no tracking store for scheme "
+                          f"{scheme!r} (got {masked(uri)!r}); use sqlite:///mlflow.db, "
+                          f"file:///path, http(s)://host:port, databricks, or a database URI "
+                          f"(postgresql://, mysql://, mssql://)")
 
 
 def _positive_int(source: str, key: str, value: Any) -> None:
@@ -151,7 +194,8 @@ _EXPERIMENT_KEYS = (_SETTING_KEYS - _SCHEDULER_KEYS) | {"trainable", "space", "s
 
 
 def load_experiment(path: str | os.PathLike[str]) -> Experiment:
-    """Read and validate an experiment YAML; relative `space:` paths are from the file."""
+    """Read and validate an experiment YAML; relative `space:` and `prices:` paths are from
+    the file."""
     path = os.fspath(path)
     source = os.path.basename(path)
     data = read_yaml(path)
@@ -184,6 +228,8 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
         raise ConfigError(source, "space", "must be a path to a space YAML or an inline mapping")
 
     settings = {k: v for k, v in data.items() if k in _SETTING_KEYS}
+    if isinstance(settings.get("prices"), str) and settings["prices"]:  # like `space:`
+        settings["prices"] = os.path.join(base_dir, settings["prices"])
     scheduler = data.get("scheduler") or {}
     if not isinstance(scheduler, Mapping):
         raise ConfigError(source, "scheduler", "must be a mapping of max_t, grace_period, "
@@ -195,21 +241,46 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
     return Experiment(trainable, space, settings_from(settings, source), source, base_dir)
 
 
+_BUILDING = "StudySettings"  # the source named until settings_from says which
+
+
+class _Unset:
+    """A setting not given (the default applies), as distinct from ``None``."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
 def settings_from(values: Mapping[str, Any], source: str) -> StudySettings:
-    """Build settings, attributing any error to ``source`` (a file name or ``tune()``)."""
-    values = dict(values)
+    """The one way settings are built: from ``tune()``'s keywords, an experiment file's
+    keys, the command line or a study record. Values that are :data:`UNSET` take their
+    default; errors name ``source`` (a file name, ``tune()``, ``command line``)."""
+    values = {k: v for k, v in values.items() if v is not UNSET}
+    for key in values:
+        if key not in _SETTING_KEYS:
+            raise unknown_key(source, str(key), _SETTING_KEYS)
     if isinstance(values.get("budget_alerts"), list):
         values["budget_alerts"] = tuple(values["budget_alerts"])
     try:
         return StudySettings(**values)
     except ConfigError as exc:
-        if exc.source != "tune()":  # an error in another file (a price CSV) names that file
+        if exc.source != _BUILDING:  # an error in another file (a price CSV) names that file
             raise
         raise ConfigError(source, exc.key, exc.message) from None
+    except TypeError as exc:  # a required setting (metric) missing
+        raise ConfigError(source, "metric", f"is required ({exc})") from None
 
 
-def with_overrides(settings: StudySettings, **changes: Any) -> StudySettings:
-    return replace(settings, **changes)
+def with_overrides(settings: StudySettings, source: str, **changes: Any) -> StudySettings:
+    """``settings`` with ``changes`` (e.g. from the command line), validated as ``source``."""
+    return settings_from({**_fields_of(settings), **changes}, source)
+
+
+def _fields_of(settings: StudySettings) -> dict[str, Any]:
+    return {f.name: getattr(settings, f.name) for f in fields(settings)}
 
 
 def import_trainable(ref: str, source: str = "trainable", base_dir: str = ".") -> Callable[..., Any]:

@@ -47,8 +47,8 @@ def estimate(settings: StudySettings, seconds_per_iteration: float,
              catalog: PriceCatalog | None = None) -> Estimate:
     catalog = catalog or PriceCatalog.load(settings.prices)
     price = catalog.get(settings.default_instance_type, settings.region)
-    resources = {k.lower(): float(v) for k, v in settings.resources_per_trial.items()}
-    gpus, cpus = resources.get("gpu", 0.0), resources.get("cpu", 1.0)
+    resources = settings.resources_per_trial
+    gpus, cpus = float(resources.get("gpu", 0.0)), float(resources.get("cpu", 1.0))
     share = gpus / price.gpus if gpus and price.gpus else min(1.0, cpus / max(price.vcpus, 1))
     slots = max(1, math.floor(1 / share)) if share else 1
     concurrency = min(settings.num_samples, settings.max_concurrent_trials or slots)

@@ -119,7 +119,7 @@ def _check_mixin_hook() -> None:
                              "and trials would be charged $0")
 
 
-ASHA_FIELDS = ("_time_attr", "_max_t")
+ASHA_FIELDS = ("_time_attr", "_max_t", "_metric")
 OPTUNA_SEARCH_FIELDS = ("_ot_trials", "_ot_study", "_completed_trials", "_space",
                         "_suggest_from_define_by_run_func")
 

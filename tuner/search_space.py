@@ -144,6 +144,9 @@ def load_space(space: str | os.PathLike[str] | Mapping[str, Any] | SearchSpace) 
         return space
     if isinstance(space, Mapping):
         return parse_space(space, source="space")
+    if not isinstance(space, (str, os.PathLike)):
+        raise ConfigError("tune()", "space", f"must be a path to a space YAML, a mapping of "
+                          f"parameters or a SearchSpace, got {type(space).__name__} {space!r}")
     path = os.fspath(space)
     return parse_space(read_yaml(path), source=os.path.basename(path))
 
@@ -211,6 +214,10 @@ def _parse_param(source: str, name: str, spec: Mapping[str, Any]) -> Param:
         if log and step != 1:
             raise ConfigError(source, name, f"log=true cannot be combined with step={step}; "
                               "drop one of them")
+        if step > high - low > 0:
+            raise ConfigError(source, f"{name}.step", f"step={step} is larger than the range "
+                              f"{low}..{high}, so only low would be sampled; use a step <= "
+                              f"{high - low:g} or widen the range")
     if is_int:
         return IntParam(name, int(low), int(high), log, int(step or 1), when)
     return FloatParam(name, float(low), float(high), log, None if step is None else float(step),
@@ -259,12 +266,7 @@ def _order(source: str, params: list[Param]) -> tuple[Param, ...]:
                 raise ConfigError(source, f"{p.name}.when", f"refers to parameter "
                                   f"{cond.parent!r}, which is not in the space"
                                   f"{did_you_mean(cond.parent, by_name)}")
-            parent = by_name[cond.parent]
-            if isinstance(parent, CategoricalParam):
-                missing = [v for v in cond.values if v not in parent.choices]
-                if missing:
-                    raise ConfigError(source, f"{p.name}.when.{cond.parent}", f"{missing[0]!r} "
-                                      f"is not one of its choices {list(parent.choices)}")
+            _check_condition(source, p.name, cond, by_name[cond.parent])
     ordered: list[Param] = []
     state: dict[str, str] = {}
 
@@ -283,6 +285,27 @@ def _order(source: str, params: list[Param]) -> tuple[Param, ...]:
     for p in params:
         visit(p, ())
     return tuple(ordered)
+
+
+def _check_condition(source: str, name: str, cond: Condition, parent: Param) -> None:
+    """A condition must name values its parent can take, or ``name`` is never sampled."""
+    key = f"{name}.when.{cond.parent}"
+    if isinstance(parent, FloatParam):
+        raise ConfigError(source, key, f"{cond.parent!r} is a float parameter, which almost "
+                          f"never takes an exact value; condition on an int or categorical "
+                          f"parameter instead")
+    if isinstance(parent, CategoricalParam):
+        missing = [v for v in cond.values if v not in parent.choices]
+        if missing:
+            raise ConfigError(source, key, f"{missing[0]!r} is not one of its choices "
+                              f"{list(parent.choices)}; pick values from the choices")
+        return
+    for v in cond.values:
+        if isinstance(v, bool) or not isinstance(v, int) or not parent.low <= v <= parent.high \
+                or (v - parent.low) % parent.step:
+            raise ConfigError(source, key, f"{v!r} is not a value {cond.parent!r} takes (whole "
+                              f"numbers {parent.low}..{parent.high}, step {parent.step}); pick "
+                              f"one it can take")
 
 
 def _is_scalar(value: Any) -> bool:

@@ -7,6 +7,7 @@ without a cluster.
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -15,10 +16,22 @@ from tuner.cost.catalog import Market
 from tuner.cost.live import study_catalog
 from tuner.cost.meter import CostMeter
 from tuner.cost.nodes import launched_at, node_info
+from tuner.errors import StudyError
 from tuner.record import StudyRecord, TrialStatus
 from tuner.tracking import Tracker
 
-_FINAL = {s.value for s in TrialStatus} - {TrialStatus.RUNNING.value}
+_FINAL = {s.value for s in TrialStatus} - {TrialStatus.RUNNING.value,
+                                           TrialStatus.INTERRUPTED.value}
+
+
+def check_metric(trial_id: str, metric: str, result: Mapping[str, Any]) -> None:
+    """Refuse a result whose study metric is there but is not a number (a string, a bool, a
+    tensor): ASHA and Optuna compute with it. Called on every result, before they see it."""
+    value = result.get(metric)
+    if metric in result and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+        raise StudyError(f"trial {trial_id} reported {metric}={value!r:.60} (a "
+                         f"{type(value).__name__}); report a number, e.g. "
+                         f"tune.report({{{metric!r}: float(...)}})")
 
 
 class _Progress:
@@ -58,18 +71,16 @@ class StudyBook:
         data = self.record.data
         self.tracker = Tracker(data["mlflow_uri"], data["mlflow_experiment"])
         self.meter = CostMeter.from_dict(data.get("meter", {}))
-        settings = data["settings"]
-        self._catalog, self.price_note = study_catalog(
-            settings.get("prices"), settings.get("region", "us-east-1"),
-            bool(settings.get("live_prices")))
-        self._defaults = (settings.get("default_instance_type", "m5.large"),
-                          Market(settings.get("default_market", "on-demand")),
-                          settings.get("region", "us-east-1"))
-        resources = {k.lower(): float(v) for k, v in
-                     settings.get("resources_per_trial", {"cpu": 1}).items()}
-        self._cpus, self._gpus = resources.get("cpu", 1.0), resources.get("gpu", 0.0)
-        self._budget = settings.get("budget_usd")
-        self._alerts = sorted(settings.get("budget_alerts", (50, 80, 100)))
+        settings = self.record.settings()
+        self._catalog, self.price_note = study_catalog(settings.prices, settings.region,
+                                                       settings.live_prices)
+        self._defaults = (settings.default_instance_type, Market(settings.default_market),
+                          settings.region)
+        resources = settings.resources_per_trial
+        self._cpus = float(resources.get("cpu", 1.0))
+        self._gpus = float(resources.get("gpu", 0.0))
+        self._budget = settings.budget_usd
+        self._alerts = sorted(settings.budget_alerts)
         self.record.data["price_note"] = self.price_note
         self._clock = clock
         self._verbose = verbose
@@ -233,11 +244,18 @@ class StudyBook:
         self.save(force=True)
 
     def experiment_ended(self, unfinished: Sequence[str]) -> None:
+        """Tune's loop ended with ``unfinished`` trials: stopped for good when the budget
+        is spent, else interrupted (Ctrl-C, SIGTERM), for `tuner resume` to continue."""
+        cut = (TrialStatus.STOPPED if self.record.data.get("stop_reason") == "budget"
+               else TrialStatus.INTERRUPTED)
         for trial_id in unfinished:
             if trial_id in self.record.trials and not self.finished(trial_id):
-                self.trial_ended(trial_id, TrialStatus.STOPPED)
+                self.trial_ended(trial_id, cut)
         self._update_totals()
-        self.tracker.flush()
+        try:
+            self.tracker.flush()  # the runs' ids are in the record once it is saved
+        except StudyError:
+            pass  # not into Tune: flush_all, as the study closes, reports it
         self.save(force=True)
 
     # --- internals ------------------------------------------------------------------------

@@ -27,22 +27,29 @@ def pareto(trials: pd.DataFrame, metric: str, mode: str) -> list[str]:
 
 
 def format_table(result: TuneResult) -> str:
-    """The per-trial table with cost columns, best first, then the Pareto set and totals."""
+    """The per-trial table with cost columns and each trial's error, best first, then the
+    Pareto set, totals and how the study ended."""
     frame = result.trials
     if frame.empty:
         return f"{result.path}: no trials yet"
-    frame = frame.sort_values(result.metric, ascending=result.mode == "min", na_position="last")
+    rank = frame[result.metric].where(frame[result.metric].map(_number))  # NaN, inf: last
+    frame = frame.loc[rank.sort_values(ascending=result.mode == "min", na_position="last").index]
     keys = sorted({k for cfg in frame["config"] for k in cfg})
     rows = [["trial", "status", "iters", result.metric, "cost_usd", "wasted_usd", "market",
-             "restarts", *keys]]
+             "restarts", *keys, "error"]]
     for _, t in frame.iterrows():
         rows.append([t["trial_id"], t["status"], str(t["iterations"]), _fmt(t[result.metric], 4),
                      _fmt(t["cost_usd"], 6), _fmt(t["wasted_usd"], 6), t["market"] or "-",
-                     str(t["restarts"]), *(_fmt(t["config"].get(k)) for k in keys)])
+                     str(t["restarts"]), *(_fmt(t["config"].get(k)) for k in keys),
+                     _first_line(t["error"])])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     counts = frame["status"].value_counts().to_dict()
     lines.append(f"{len(frame)} trials: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    odd = int((frame["iterations"].gt(0) & ~frame[result.metric].map(_number)).sum())
+    if odd:
+        lines.append(f"{odd} trials ended with a non-finite {result.metric} (NaN or infinite); "
+                     f"they are never the best")
     front = pareto(frame, result.metric, result.mode)
     if front:
         lines.append(f"Pareto set ({result.metric} vs $): " + ", ".join(front))
@@ -52,9 +59,35 @@ def format_table(result: TuneResult) -> str:
             f"Cost: ${c['cost_usd']:.6f} spent (${c['wasted_usd']:.6f} wasted), "
             f"${c['idle_usd']:.6f} idle, cluster ${c['cluster_usd']:.6f}; on-demand equivalent "
             f"${c['on_demand_equiv_usd']:.6f} (savings {c['savings_pct']:.1f}%)")
-    if result.stop_reason:
+    if result.stop_reason == "budget":
+        lines.append("The study finished: budget spent (stop reason budget)")
+    elif result.stop_reason:
         lines.append(f"Stopped early: {result.stop_reason}")
+    elif result.state != "finished":
+        lines.append(f"The study did not finish; continue it with: tuner resume {result.path}")
     return "\n".join(lines)
+
+
+def no_usable_metric(result: TuneResult) -> str | None:
+    """Why no trial has a finite value of the study's metric (one line), or None if one has.
+
+    A trial with iterations but no value reported only NaN or infinite ones: every result
+    must carry the metric, and a number.
+    """
+    if result.best_metric is not None:
+        return None
+    frame, metric = result.trials, result.metric
+    failed = frame["status"].eq("failed")
+    silent = ~failed & frame["iterations"].eq(0)
+    odd = ~failed & ~silent
+    if failed.all() and len(frame):
+        return f"every trial failed ({len(frame)}); see the errors in the table above"
+    if silent.all():
+        return f"no trial reported {metric}"
+    if odd.all():
+        return f"every value of {metric} was NaN or infinite"
+    return (f"no trial reported a finite {metric}: {failed.sum()} failed, {silent.sum()} "
+            f"reported nothing, {odd.sum()} reported only NaN or infinite values")
 
 
 def plot_pareto(result: TuneResult, path: str) -> str:
@@ -69,7 +102,7 @@ def plot_pareto(result: TuneResult, path: str) -> str:
     for status, marker, color in (("completed", "o", "tab:blue"), ("pruned", "x", "tab:orange"),
                                   ("failed", "s", "tab:red"), ("stopped", "^", "tab:gray")):
         part = frame[frame.status == status]
-        part = part[part.cost_usd.notna() & part[result.metric].notna()]
+        part = part[part.cost_usd.notna() & part[result.metric].map(_number)]
         if len(part):
             ax.scatter(part.cost_usd, part[result.metric], marker=marker, color=color,
                        label=f"{status} ({len(part)})")
@@ -90,6 +123,14 @@ def plot_pareto(result: TuneResult, path: str) -> str:
 
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _first_line(error: Any, width: int = 60) -> str:
+    """An error's first line, cut to ``width`` characters (the table stays readable)."""
+    lines = error.strip().splitlines() if isinstance(error, str) else []
+    if not lines:
+        return "-"
+    return lines[0] if len(lines[0]) <= width else lines[0][:width - 3] + "..."
 
 
 def _fmt(v: Any, digits: int | None = None) -> str:

@@ -7,19 +7,26 @@ open at once and reattach to them after a restart.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import fcntl
 import os
 import queue
+import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from tuner.errors import StudyError
 
 PARENT_TAG = "mlflow.parentRunId"
 _STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
-           "stopped": "KILLED", "running": "RUNNING"}
+           "stopped": "KILLED", "interrupted": "KILLED", "running": "RUNNING"}
 
 
 def default_uri() -> str:
@@ -27,22 +34,47 @@ def default_uri() -> str:
     return f"sqlite:///{os.path.abspath('mlflow.db')}"
 
 
+def masked(uri: str, text: str | None = None) -> str:
+    """``text`` (default: ``uri`` itself) with the password in ``uri``, if it has one, shown
+    as ``***``: for every message that names the store."""
+    text = uri if text is None else text
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return text
+    return text.replace(parts.netloc.rpartition("@")[0] + "@", f"{parts.username}:***@")
+
+
 def _probe(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail in seconds, not after MLflow's minutes of retries, when a server is unreachable."""
+    """Fail in seconds, not after MLflow's minutes of retries, when a server is unreachable.
+
+    Credentials in the URI (``http://user:pw@host``) go as basic auth: urllib takes none in
+    the URL.
+    """
     if not uri.startswith(("http://", "https://")):
         return
-    import urllib.error
-    import urllib.request
-
+    parts = urllib.parse.urlsplit(uri)
+    url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    request = urllib.request.Request(url.rstrip("/") + "/health")
+    if parts.username is not None:
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).close()
+        urllib.request.urlopen(request, timeout=timeout_s).close()
     except urllib.error.HTTPError:
         pass  # it answered: reachable (a proxy may not serve /health)
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise StudyError(f"MLflow tracking store {uri!r} is not usable (unreachable: {reason}); "
-                         f"start the server or pass another mlflow_uri "
-                         f"(e.g. sqlite:///mlflow.db)") from None
+        raise StudyError(masked(uri, f"MLflow tracking store {uri!r} is not usable "
+                                     f"(unreachable: {reason}); start the server or pass "
+                                     f"another mlflow_uri (e.g. sqlite:///mlflow.db)")) from None
+
+
+def _line(exc: BaseException) -> str:
+    """``Type: first line of its message`` (just ``Type`` when the message is empty)."""
+    lines = str(exc).strip().splitlines()
+    return type(exc).__name__ + (f": {lines[0][:200]}" if lines else "")
 
 
 _CLIENTS: dict[str, Any] = {}  # tracking URI -> MlflowClient (its store is slow to open)
@@ -50,16 +82,51 @@ _TRACKERS: weakref.WeakSet[Tracker] = weakref.WeakSet()
 
 
 def flush_all() -> None:
-    """Wait until every tracker's queued writes are in their stores."""
+    """Wait until every tracker's queued writes are in their stores: what ends a study.
+
+    A tracker whose writes failed is reported once, then forgotten (a later study in this
+    process does not report it again): the first such :class:`StudyError` is raised after
+    every tracker was flushed or, while another exception is on its way out (``flush_all``
+    in a ``finally``), printed, so that the error that stopped the study stays the one seen.
+    """
+    errors = []
     for tracker in list(_TRACKERS):
-        tracker.flush()
+        try:
+            tracker.flush()
+        except StudyError as exc:
+            errors.append(exc)
+            _TRACKERS.discard(tracker)
+    if errors and sys.exc_info()[1] is not None:
+        print(f"[tuner] warning: {errors[0]}", file=sys.stderr, flush=True)
+    elif errors:
+        raise errors[0]
+
+
+@contextlib.contextmanager
+def _schema_lock(uri: str) -> Iterator[None]:
+    """Serialise the first use of a sqlite store across processes: MLflow creates its
+    tables then, and two studies starting together on a new file race (``table ...
+    already exists``). An ``flock`` on the database file itself (sqlite locks with
+    ``fcntl``, which does not see it); other stores need none."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = uri[len("sqlite:///"):]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def _client(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
     if uri not in _CLIENTS:
-        _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
+        with _schema_lock(uri):  # MLflow opens the store, creating its tables, here
+            _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
     return _CLIENTS[uri]
 
 
@@ -69,11 +136,14 @@ class Tracker:
     The study's own run is written at once. Trial runs, and anything logged while the
     study runs, go through a queue that one background thread writes in order every
     ``batch_s`` seconds, a run's params, metrics and tags in one call: the driver's event
-    loop never waits on the store. :meth:`flush` waits until the queue is written. A trial is
-    named by its trial id; the thread creates its run and tells ``on_created`` the id.
+    loop never waits on the store. :meth:`flush` waits until the queue is written, for a
+    bounded time, and raises if the store refused writes (the first failure is printed as
+    it happens). A trial is named by its trial id; the thread creates its run and tells
+    ``on_created`` the id.
     """
 
-    def __init__(self, uri: str | None, experiment: str, batch_s: float = 0.5) -> None:
+    def __init__(self, uri: str | None, experiment: str, batch_s: float = 0.5,
+                 flush_timeout_s: float = 120.0) -> None:
         self.uri = uri or default_uri()
         _probe(self.uri)
         self._client = _client(self.uri)
@@ -82,18 +152,20 @@ class Tracker:
         self._writer: threading.Thread | None = None
         self._wake = threading.Event()
         self._batch_s = batch_s
+        self.flush_timeout_s = flush_timeout_s
         self._trials: set[str] = set()  # trial ids started or attached
-        self._warned = False
+        self._failed, self._first_failure = 0, ""  # store calls that failed; the first's error
+        self._died: str | None = None  # why the writer thread stopped, if it did
         _TRACKERS.add(self)
         try:
-            found = self._client.get_experiment_by_name(experiment)
-            self.experiment_id = (found.experiment_id if found is not None
-                                  else self._client.create_experiment(experiment))
+            with _schema_lock(self.uri):  # two studies may share an experiment
+                found = self._client.get_experiment_by_name(experiment)
+                self.experiment_id = (found.experiment_id if found is not None
+                                      else self._client.create_experiment(experiment))
         except Exception as exc:  # unreachable server, bad URI, locked file, ...
-            raise StudyError(
-                f"MLflow tracking store {self.uri!r} is not usable ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:200]}); start the server or pass another "
-                f"mlflow_uri (e.g. sqlite:///mlflow.db)") from None
+            raise StudyError(self._hide(
+                f"MLflow tracking store {self.uri!r} is not usable ({_line(exc)}); start the "
+                f"server or pass another mlflow_uri (e.g. sqlite:///mlflow.db)")) from None
 
     # --- the study's run: written now ----------------------------------------------------
 
@@ -158,14 +230,36 @@ class Tracker:
         if status != "running":
             self._put(("end", ref, _STATUS[status]))
 
-    def flush(self) -> None:
-        """Wait until everything queued is in the store."""
-        if self._writer is None:
-            return
-        done = threading.Event()
-        self._queue.put(("flush", done))
-        self._wake.set()
-        done.wait()
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until everything queued is in the store, at most ``timeout_s`` seconds
+        (default ``flush_timeout_s``).
+
+        Raises:
+            StudyError: a write to the store failed (since this tracker was made), the
+                writer thread stopped, or the store took longer than ``timeout_s``.
+        """
+        if self._writer is not None:
+            timeout_s = self.flush_timeout_s if timeout_s is None else timeout_s
+            deadline = time.monotonic() + timeout_s
+            done = threading.Event()
+            self._queue.put(("flush", done))
+            self._wake.set()
+            while not done.wait(0.05):
+                if not self._writer.is_alive():
+                    raise self._error(f"its writer thread stopped ({self._died}), so "
+                                      f"{self._queue.qsize()} writes were not made")
+                if time.monotonic() > deadline:
+                    raise self._error(f"the store took more than {timeout_s:g} s to take the "
+                                      f"queued writes ({self._queue.qsize()} still queued); "
+                                      f"check that it is up and answering")
+        if self._failed:
+            raise self._error(f"{self._failed} writes failed (the first: {self._first_failure})"
+                              f"; check the store")
+
+    def _error(self, problem: str) -> StudyError:
+        return StudyError(self._hide(f"MLflow tracking store {self.uri!r}: {problem}; the "
+                                     f"study record keeps every result (tuner report <study "
+                                     f"dir>)"))
 
     # --- the writer thread -------------------------------------------------------------
 
@@ -174,17 +268,24 @@ class Tracker:
             self._writer = threading.Thread(target=self._write_forever, daemon=True,
                                             name="tuner-mlflow-writer")
             self._writer.start()
-        self._queue.put(op)
+        if self._died is None:  # else nothing would write it: flush() says so
+            self._queue.put(op)
 
     def _write_forever(self) -> None:
-        while True:
-            ops = [self._queue.get()]
-            if ops[0][0] != "flush":
-                self._wake.wait(self._batch_s)  # let a batch gather (a flush cuts it short)
-                self._wake.clear()
-            while not self._queue.empty():
-                ops.append(self._queue.get())
-            self._write(ops)
+        try:
+            while True:
+                ops = [self._queue.get()]
+                if ops[0][0] != "flush":
+                    self._wake.wait(self._batch_s)  # let a batch gather (a flush cuts it short)
+                    self._wake.clear()
+                while not self._queue.empty():
+                    ops.append(self._queue.get())
+                self._write(ops)
+        except BaseException as exc:  # a bug, not the store: report it, never hang a flush
+            self._died = _line(exc)
+            print(self._hide(f"[tuner] warning: the MLflow writer for {self.uri} stopped "
+                             f"({self._died}); the study record keeps every result"),
+                  file=sys.stderr, flush=True)
 
     def _write(self, ops: list[tuple]) -> None:
         """Write one batch of queued operations in order, each run's params, metrics and
@@ -194,7 +295,10 @@ class Tracker:
         def write(run_id: str | None = None) -> None:
             for rid in [run_id] if run_id else list(pending):
                 if rid in pending:
-                    self._log_batch(rid, **pending.pop(rid))
+                    try:
+                        self._log_batch(rid, **pending.pop(rid))
+                    except Exception as exc:  # the store refused or vanished
+                        self._fail(exc)
 
         def gather(run_id: str) -> dict[str, Any]:
             return pending.setdefault(run_id, {"metrics": [], "params": {}, "tags": {}})
@@ -219,11 +323,8 @@ class Tracker:
                     write(run_id)
                     self._client.set_terminated(run_id, op[2])
             except Exception as exc:  # the store refused or vanished: say so once, go on
-                self._warn(exc)
-        try:
-            write()
-        except Exception as exc:
-            self._warn(exc)
+                self._fail(exc)
+        write()
 
     def _create_trial_run(self, trial_id: str, parent_run_id: str, study: str,
                           params: dict[str, Any],
@@ -259,9 +360,14 @@ class Tracker:
                                    params=params_[i * 100:(i + 1) * 100],
                                    tags=tags_[i * 100:(i + 1) * 100])
 
-    def _warn(self, exc: Exception) -> None:
-        if not self._warned:
-            self._warned = True
-            print(f"[tuner] warning: writing to MLflow at {self.uri} failed "
-                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); the study "
-                  f"record keeps every result", flush=True)
+    def _fail(self, exc: Exception) -> None:
+        """Count a failed store call; warn on the first (flush() raises them all)."""
+        self._failed += 1
+        if self._failed == 1:
+            self._first_failure = _line(exc)
+            print(self._hide(f"[tuner] warning: writing to MLflow at {self.uri} failed "
+                             f"({self._first_failure}); the study goes on and its record keeps "
+                             f"every result"), file=sys.stderr, flush=True)
+
+    def _hide(self, text: str) -> str:
+        return masked(self.uri, text)

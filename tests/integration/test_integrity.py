@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -166,3 +167,62 @@ def test_resources_no_node_has_stop_the_study_at_once_with_what_the_nodes_have(
     assert time.monotonic() - started < 60
     result = tuner.TuneResult.load(study_dir / "tuner_results" / "gpu")
     assert MlflowClient(result.mlflow_uri).get_run(result.parent_run_id).info.status != "RUNNING"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_study_exits_130_and_resume_finishes_every_trial(
+        ray_cluster, study_dir, sig):
+    (study_dir / "slowish.py").write_text(textwrap.dedent("""
+        import time
+        import tuner
+
+        def train(config):
+            state = tuner.load_state() or {"it": 0}
+            while state["it"] < 8:
+                time.sleep(0.4)
+                state["it"] += 1
+                tuner.report({"acc": config["q"] * state["it"]}, state=state)
+    """))
+    (study_dir / "exp.yaml").write_text(textwrap.dedent(f"""
+        trainable: slowish:train
+        space: {{q: {{type: float, low: 0.1, high: 1.0}}}}
+        metric: acc
+        num_samples: 3
+        scheduler: {{max_t: 8, grace_period: 8}}
+        name: cut
+        ray_address: {ray_cluster.address!r}
+    """))
+    driver = subprocess.Popen([sys.executable, "-m", "tuner.cli", "run", "exp.yaml", "--quiet"],
+                              cwd=study_dir, env=user_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    path = study_dir / "tuner_results" / "cut"
+    deadline = time.monotonic() + 120
+    while not any(t["iterations"] >= 2 for t in _trials(path)):
+        assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
+        time.sleep(0.2)
+    driver.send_signal(sig)
+    out, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130, out[-2000:] + err[-2000:]
+    assert "continue it with: tuner resume" in out
+    interrupted = tuner.TuneResult.load(path)
+    assert interrupted.state == "interrupted"
+    assert "interrupted" in set(interrupted.trials.status)
+
+    resumed = subprocess.run([sys.executable, "-m", "tuner.cli", "resume", str(path)],
+                             cwd=study_dir, env=user_env(), capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    result = tuner.TuneResult.load(path)
+    assert result.state == "finished"
+    assert len(result.trials) == 3
+    assert set(result.trials.status) == {"completed"}
+    assert (result.trials.iterations == 8).all()
+
+
+def _trials(path) -> list[dict]:
+    import json
+
+    try:
+        return list(json.loads((path / "tuner_study.json").read_text())["trials"].values())
+    except (OSError, ValueError):
+        return []

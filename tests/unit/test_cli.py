@@ -1,6 +1,7 @@
 """The `tuner` command on bad input: one line on stderr, exit code 2, no traceback, no state.
 
-Runs the real console script in a subprocess; no Ray cluster is started.
+Runs the real console script in a subprocess, or `tuner.cli.main([...])` in this process;
+no Ray cluster is started. A test that fakes something says what in its docstring.
 """
 
 from __future__ import annotations
@@ -51,3 +52,134 @@ def test_report_and_resume_on_a_directory_without_a_study(tmp_path):
         out = tuner(command, str(tmp_path), cwd=tmp_path)
         assert out.returncode == 1
         assert "no study here" in out.stderr and "Traceback" not in out.stderr
+
+
+# --- bad input, in process: `tuner.cli.main([...])`, exit 2 and one line naming file and key --
+
+def main(capsys, *argv):
+    """Run the CLI in this process; return (exit code, stdout, stderr)."""
+    from tuner.cli import main as cli_main
+
+    code = cli_main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def one_line_error(code, err):
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    return err.strip()
+
+
+def test_an_experiment_path_that_is_a_directory(tmp_path, capsys):
+    (tmp_path / "exp").mkdir()
+    for command in ("validate", "run"):
+        code, _, err = main(capsys, command, str(tmp_path / "exp"))
+        assert "exp: is a directory; pass the path of a file" in one_line_error(code, err)
+
+
+def test_a_yaml_file_that_is_not_utf8(tmp_path, capsys):
+    (tmp_path / "exp.yaml").write_bytes(b"trainable: m:f\nmetric: \xff\xfe\n")
+    code, _, err = main(capsys, "validate", str(tmp_path / "exp.yaml"))
+    assert "exp.yaml: is not UTF-8 text (byte 23); save it as UTF-8" in one_line_error(code, err)
+
+
+def test_a_yaml_file_that_cannot_be_read(tmp_path, capsys, monkeypatch):
+    """Fakes the permission error (tests may run as root, who reads any file)."""
+    (tmp_path / "exp.yaml").write_text("metric: acc\n")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("tuner._files.open", denied, raising=False)
+    code, _, err = main(capsys, "validate", str(tmp_path / "exp.yaml"))
+    assert "exp.yaml: cannot be read (Permission denied); check its permissions" in \
+        one_line_error(code, err)
+
+
+def test_a_price_csv_that_is_not_utf8(tmp_path, capsys):
+    (tmp_path / "prices.csv").write_bytes(b"instance_type,region\n\xe9t\xe9,x\n")
+    code, _, err = main(capsys, "prices", "--prices", str(tmp_path / "prices.csv"))
+    assert "prices.csv: is not UTF-8 text" in one_line_error(code, err)
+
+
+def test_report_on_a_file_instead_of_a_study_directory(tmp_path, capsys):
+    (tmp_path / "exp.yaml").write_text("metric: acc\n")
+    code, _, err = main(capsys, "report", str(tmp_path / "exp.yaml"))
+    assert "exp.yaml: is a file, not a study directory; pass the directory a study was " \
+        "written to" in one_line_error(code, err)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("{", "tuner_study.json: is not a study record (Expecting property name"),
+    ("{}", "tuner_study.json: name: missing or not a str (got None)"),
+    ("[1, 2]", "tuner_study.json: is not a study record (a JSON object)"),
+    ('{"name": "s", "metric": "acc", "mode": "max", "mlflow_uri": "sqlite:///m.db", '
+     '"parent_run_id": "p", "trials": {"t1": 5}}',
+     "tuner_study.json: trials.t1: must be an object"),
+])
+def test_report_on_a_damaged_study_record(tmp_path, capsys, text, message):
+    (tmp_path / "tuner_study.json").write_text(text)
+    code, _, err = main(capsys, "report", str(tmp_path))
+    line = one_line_error(code, err)
+    assert message in line and "run the study again with `tuner run`" in line
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--worker", "c5.xlarge:spot:abc"], "--worker: CPUS: must be a whole number >= 1, got "
+                                         "'abc' in 'c5.xlarge:spot:abc'; e.g. c5.xlarge:spot:1"),
+    (["--worker", "c5.xlarge:spot:0"], "--worker: CPUS: must be a whole number >= 1, got '0'"),
+    (["--hazard", "-1"], "--hazard: must be a finite number >= 0 (e.g. --hazard 0.6), got -1"),
+    (["--hazard", "nan"], "--hazard: must be a finite number >= 0 (e.g. --hazard 0.6), got nan"),
+    (["--time-scale", "0"], "--time-scale: must be a finite number > 0 (e.g. --time-scale 60), "
+                            "got 0"),
+    (["--head-cpus", "-2"], "--head-cpus: must be a finite number >= 0"),
+])
+def test_cluster_up_checks_its_flags_before_starting_anything(capsys, monkeypatch, argv,
+                                                              message):
+    """Fakes the local cluster: starting it fails the test."""
+    def start(*args, **kwargs):
+        raise AssertionError("a cluster was started")
+
+    monkeypatch.setattr("tuner.spot.local.LocalSpotCluster", start)
+    code, _, err = main(capsys, "cluster", "up", "--local", *argv)
+    assert message in one_line_error(code, err)
+
+
+def test_an_mlflow_uri_with_an_unknown_scheme_is_refused_without_its_password(tmp_path, capsys):
+    (tmp_path / "space.yaml").write_text("lr: {type: float, low: 0.1, high: 1}\n")
+    (tmp_path / "mytrain.py").write_text("def train(config):\n    pass\n")
+    for uri, ok in (("notascheme://x", False), ("bogus://me:hunter22@host/db", False),
+                    ("postgresql+psycopg2://me:hunter22@host/db", True),
+                    ("https://me:hunter22@host:5000", True), ("databricks", True),
+                    ("file:///tmp/mlruns", True)):
+        (tmp_path / "exp.yaml").write_text(f"trainable: mytrain:train\nspace: space.yaml\n"
+                                           f"metric: acc\nmlflow_uri: '{uri}'\n")
+        code, _, err = main(capsys, "validate", str(tmp_path / "exp.yaml"))
+        if ok:
+            assert code == 0, err
+            continue
+        line = one_line_error(code, err)
+        assert "exp.yaml: mlflow_uri: MLflow has no tracking store for scheme" in line
+        assert "use sqlite:///mlflow.db" in line and "hunter22" not in line
+
+
+def test_validate_says_an_experiment_lacks_its_trainable(tmp_path, capsys):
+    (tmp_path / "space.yaml").write_text("lr: {type: float, low: 0.1, high: 1}\n")
+    (tmp_path / "exp.yaml").write_text("space: space.yaml\nmetric: acc\n")
+    code, _, err = main(capsys, "validate", str(tmp_path / "exp.yaml"))
+    assert one_line_error(code, err) == \
+        "error: exp.yaml: trainable: is required (see examples/digits_mlp.yaml)"
+
+
+def test_prices_into_a_closed_pipe_exits_quietly(tmp_path):
+    """`tuner prices | head -1`, made certain: the reader is gone before anything is written."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "tuner.cli", "prices"], cwd=tmp_path,
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert proc.stderr == ""
+    assert proc.returncode == 141  # as a command killed by SIGPIPE

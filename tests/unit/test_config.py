@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from tuner.config import StudySettings, import_trainable, load_experiment
+from tuner.config import settings_from, StudySettings, import_trainable, load_experiment
 from tuner.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -64,10 +64,10 @@ BAD = [
     ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nscheduler: {reduction_factor: 1}\n",
      "exp.yaml: reduction_factor: must be a number > 1"),
     ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nresources_per_trial: {cpu: -1}\n",
-     "exp.yaml: resources_per_trial.cpu: must be a number >= 0, got -1"),
+     "exp.yaml: resources_per_trial.cpu: must be a finite number >= 0, got -1"),
     ("- just\n- a list\n", "exp.yaml: an experiment file is a mapping"),
     ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nbudget_usd: 0\n",
-     "exp.yaml: budget_usd: must be a number of dollars > 0 (or null for no budget), got 0"),
+     "exp.yaml: budget_usd: must be a finite number of dollars > 0 (or null for no budget), got 0"),
     ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\ndefault_instance_type: m5.larg\n",
      "exp.yaml: default_instance_type: no price for 'm5.larg' in us-east-1 (did you mean 'm5.large'?)"),
     ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nregion: us-east1\n",
@@ -76,6 +76,22 @@ BAD = [
      "exp.yaml: default_market: must be 'spot' or 'on-demand', got 'spott' (did you mean 'spot'?)"),
     ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nbudget_alerts: [50, 120]\n",
      "exp.yaml: budget_alerts: must be a list of percentages in (0, 100]"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nbudget_alerts: null\n",
+     "exp.yaml: budget_alerts: must be a list of percentages in (0, 100], e.g. [50, 80, 100], "
+     "or [] for no alerts, got None"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nbudget_usd: .nan\n",
+     "exp.yaml: budget_usd: must be a finite number of dollars > 0 (or null for no budget), "
+     "got nan"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nbudget_usd: .inf\n",
+     "exp.yaml: budget_usd: must be a finite number of dollars > 0 (or null for no budget), "
+     "got inf"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nbudget_usd: -5\n",
+     "exp.yaml: budget_usd: must be a finite number of dollars > 0 (or null for no budget), "
+     "got -5"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nmlflow_uri: notascheme://x\n",
+     "exp.yaml: mlflow_uri: MLflow has no tracking store for scheme 'notascheme'"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nprices: nope.csv\n",
+     "nope.csv: no such file"),
 ]
 
 
@@ -97,6 +113,48 @@ def test_a_trainable_that_cannot_be_imported_is_named(tmp_path):
 
 def test_api_settings_are_checked_the_same_way():
     with pytest.raises(ConfigError, match=r"^tune\(\): grace_period: must be <= max_t"):
+        settings_from({"metric": "acc", "max_t": 2, "grace_period": 3}, "tune()")
+    with pytest.raises(ConfigError, match=r"^StudySettings: grace_period: must be <= max_t"):
         StudySettings(metric="acc", max_t=2, grace_period=3)
     with pytest.raises(ConfigError, match="max_failures: must be an integer >= 0"):
         StudySettings(metric="acc", max_failures=-2)
+
+
+def test_the_mlflow_schemes_mlflow_opens_are_accepted():
+    for uri in ("sqlite:///mlflow.db", "file:///tmp/mlruns", "mlruns", "http://h:5000",
+                "https://u:pw@h", "databricks", "databricks://profile",
+                "postgresql://u:pw@h/db", "postgresql+psycopg2://h/db", "mysql+pymysql://h/db",
+                "mssql+pyodbc://h/db"):
+        assert StudySettings(metric="acc", mlflow_uri=uri).mlflow_uri == uri
+
+
+def test_a_password_in_a_refused_mlflow_uri_is_not_echoed():
+    with pytest.raises(ConfigError) as info:
+        StudySettings(metric="acc", mlflow_uri="htp://me:hunter22@host:5000")
+    assert "hunter22" not in str(info.value) and "htp://me:***@host:5000" in str(info.value)
+
+
+def test_budget_alerts_none_is_refused_with_the_fix():
+    with pytest.raises(ConfigError, match=r"budget_alerts: .* or \[\] for no alerts, got None"):
+        StudySettings(metric="acc", budget_alerts=None)
+    assert StudySettings(metric="acc", budget_alerts=()).budget_alerts == ()
+
+
+def test_prices_paths_are_relative_to_the_experiment_file(tmp_path, monkeypatch):
+    header = "instance_type,region,vcpus,gpus,memory_gib,on_demand_usd_hour,spot_usd_hour," \
+             "on_demand_source,spot_source,date"
+    (tmp_path / "my_prices.csv").write_text(
+        f"{header}\nm5.large,us-east-1,2,0,8,1.5,0.5,a,b,2024\n")
+    path = write(tmp_path, "trainable: mytrain:train\nspace: space.yaml\nmetric: acc\n"
+                           "prices: my_prices.csv\n")
+    monkeypatch.chdir("/")
+    exp = load_experiment(path)
+    assert exp.settings.prices == str(tmp_path / "my_prices.csv")
+
+
+def test_tune_refuses_a_space_that_is_no_space():
+    import tuner
+
+    with pytest.raises(ConfigError, match=r"^tune\(\): space: must be a path to a space YAML, "
+                                          r"a mapping of parameters or a SearchSpace, got int 5"):
+        tuner.tune(lambda config: None, space=5, metric="acc")

@@ -33,6 +33,12 @@ def test_unknown_instance_type_or_region_suggests_a_fix():
     (lambda h, r: (h, r.replace(",0.04,", ",-0.04,")), "line 2: spot_usd_hour: must be >= 0, got -0.04"),
     (lambda h, r: (h, r.replace(",0.04,", ",cheap,")), "line 2: spot_usd_hour: must be a number"),
     (lambda h, r: (h, r.replace(",2024-06-01", ",")), "line 2: date: is empty"),
+    (lambda h, r: (h, r.replace(",2,0,", ",0,0,")),
+     "line 2: vcpus: must be >= 1, got 0; fix the row"),
+    (lambda h, r: (h, r.replace(",2,0,", ",2.5,0,")),
+     "line 2: vcpus: must be a whole number, got 2.5"),
+    (lambda h, r: (h, f"{r}\n{r}"), "line 3: m5.large in us-east-1 is priced on line 2 already; "
+                                    "keep one row per instance type and region"),
 ])
 def test_bad_price_files_name_file_line_and_column(tmp_path, edit, message):
     header = ",".join(COLUMNS)
@@ -43,6 +49,14 @@ def test_bad_price_files_name_file_line_and_column(tmp_path, edit, message):
     with pytest.raises(ConfigError) as info:
         PriceCatalog.load(str(path))
     assert str(info.value).startswith("my_prices.csv: ") and message in str(info.value)
+
+
+def test_a_whole_number_written_as_a_float_is_a_count(tmp_path):
+    path = tmp_path / "my_prices.csv"
+    path.write_text(f"{','.join(COLUMNS)}\n"
+                    "g4dn.xlarge,us-east-1,4.0,1.0,16,0.526,0.2,page,advisor,2024-06-01\n")
+    price = PriceCatalog.load(str(path)).get("g4dn.xlarge", "us-east-1")
+    assert (price.vcpus, price.gpus) == (4, 1) and isinstance(price.vcpus, int)
 
 
 def node(node_id="n1", usd=3.6, cpus=4.0, gpus=0.0, market=Market.SPOT, od=7.2):

@@ -87,6 +87,16 @@ def test_a_condition_chain_activates_in_order():
         assert ("c" in c) == (c.get("b") == "on")
 
 
+def test_a_condition_on_an_int_parameter_holds_for_the_values_it_names():
+    space = load_space({
+        "layers": {"type": "int", "low": 1, "high": 3},
+        "width2": {"type": "int", "low": 8, "high": 64, "when": {"layers": [2, 3]}},
+        "n": {"type": "int", "low": 5, "high": 5, "step": 10},  # a one-value range: any step
+    })
+    for c in sample(space, n=30):
+        assert ("width2" in c) == (c["layers"] >= 2)
+
+
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "search_spaces", "*.yaml"))))
 def test_shipped_spaces_load_and_sample(path):
     space = load_space(path)
@@ -130,6 +140,28 @@ BAD = [
      "m.when.solver: 'sdg' is not one of its choices"),
     ({"a": {"type": "categorical", "choices": [1, 2], "when": {"b": 1}},
       "b": {"type": "categorical", "choices": [1, 2], "when": {"a": 1}}}, "conditions form a cycle"),
+    ({"lr": {"type": "float", "low": 0, "high": 1, "step": 2}},
+     "lr.step: step=2 is larger than the range 0..1, so only low would be sampled; use a step "
+     "<= 1 or widen the range"),
+    ({"n": {"type": "int", "low": 1, "high": 4, "step": 5}},
+     "n.step: step=5 is larger than the range 1..4"),
+    ({"m": {"type": "float", "low": 0, "high": 1, "when": {"lr": 0.1}},
+      "lr": {"type": "float", "low": 0.01, "high": 1}},
+     "m.when.lr: 'lr' is a float parameter, which almost never takes an exact value; "
+     "condition on an int or categorical parameter instead"),
+    ({"m": {"type": "float", "low": 0, "high": 1, "when": {"layers": 5}},
+      "layers": {"type": "int", "low": 1, "high": 3}},
+     "m.when.layers: 5 is not a value 'layers' takes (whole numbers 1..3, step 1); pick one"),
+    ({"m": {"type": "float", "low": 0, "high": 1, "when": {"width": [4, 5]}},
+      "width": {"type": "int", "low": 2, "high": 8, "step": 2}},
+     "m.when.width: 5 is not a value 'width' takes (whole numbers 2..8, step 2)"),
+    ({"m": {"type": "float", "low": 0, "high": 1, "when": {"layers": "2"}},
+      "layers": {"type": "int", "low": 1, "high": 3}},
+     "m.when.layers: '2' is not a value 'layers' takes"),
+    ({"m": {"type": "float", "low": 0, "high": 1, "when": {"solver": ["sgd", "adamw"]}},
+      "solver": {"type": "categorical", "choices": ["sgd", "adam"]}},
+     "m.when.solver: 'adamw' is not one of its choices ['sgd', 'adam']; pick values from the "
+     "choices"),
     ({"tuner.cost": {"type": "float", "low": 0, "high": 1}}, "reserved"),
     ({}, "a space is a mapping"),
     ({"lr": [1, 2]}, "lr: expected a mapping"),

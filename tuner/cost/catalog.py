@@ -8,12 +8,14 @@ experiment file), and live spot prices (:mod:`tuner.cost.live`) override its spo
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
 
+from tuner._files import read_text
 from tuner.errors import ConfigError, did_you_mean
 
 DEFAULT_CATALOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prices.csv")
@@ -69,19 +71,21 @@ class PriceCatalog:
         """Read a catalog CSV; a missing column or a bad price names the file, line and fix."""
         path = path or DEFAULT_CATALOG
         source = os.path.basename(path)
-        try:
-            with open(path, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-                if missing:
-                    raise ConfigError(source, missing[0], f"column missing; a price file has the "
-                                      f"columns {', '.join(COLUMNS)}")
-                prices = {}
-                for line, row in enumerate(reader, start=2):
-                    price = _row(source, line, row)
-                    prices[(price.instance_type, price.region)] = price
-        except FileNotFoundError:
-            raise ConfigError(path, "", "price file not found") from None
+        reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ConfigError(source, missing[0], f"column missing; a price file has the "
+                              f"columns {', '.join(COLUMNS)}")
+        prices: dict[tuple[str, str], InstancePrice] = {}
+        lines: dict[tuple[str, str], int] = {}
+        for line, row in enumerate(reader, start=2):
+            price = _row(source, line, row)
+            key = (price.instance_type, price.region)
+            if key in prices:
+                raise ConfigError(source, f"line {line}", f"{key[0]} in {key[1]} is priced on "
+                                  f"line {lines[key]} already; keep one row per instance type "
+                                  f"and region")
+            prices[key], lines[key] = price, line
         if not prices:
             raise ConfigError(source, "", "no prices in the file")
         return cls(prices, path)
@@ -126,23 +130,30 @@ class PriceCatalog:
 
 
 def _row(source: str, line: int, row: Mapping[str, str]) -> InstancePrice:
-    def number(key: str, kind: type = float) -> float:
+    def number(key: str, least: float = 0) -> float:
         try:
-            value = kind(row[key])
+            value = float(row[key])
         except (TypeError, ValueError):
             raise ConfigError(source, f"line {line}: {key}", f"must be a number, got "
                               f"{row[key]!r}") from None
-        if not math.isfinite(value) or value < 0:
-            raise ConfigError(source, f"line {line}: {key}", f"must be >= 0, got {row[key]}; "
-                              f"fix the price")
+        if not math.isfinite(value) or value < least:
+            raise ConfigError(source, f"line {line}: {key}", f"must be >= {least:g}, got "
+                              f"{row[key]}; fix the row")
         return value
+
+    def count(key: str, least: int) -> int:
+        value = number(key, least)
+        if value != int(value):
+            raise ConfigError(source, f"line {line}: {key}", f"must be a whole number, got "
+                              f"{row[key]}; fix the row")
+        return int(value)
 
     for key in ("instance_type", "region", "on_demand_source", "spot_source", "date"):
         if not (row.get(key) or "").strip():
             raise ConfigError(source, f"line {line}: {key}", "is empty; every price needs its "
                               "instance type, region, source and date")
     return InstancePrice(row["instance_type"].strip(), row["region"].strip(),
-                         int(number("vcpus", int)), int(number("gpus", int)),
+                         count("vcpus", 1), count("gpus", 0),
                          number("on_demand_usd_hour"), number("spot_usd_hour"),
                          row["on_demand_source"].strip(), row["spot_source"].strip(),
                          row["date"].strip())

@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -71,6 +73,15 @@ _PENDING = "TUNE_MAX_PENDING_TRIALS_PG"
 _QUIET_LOGGERS = ("ray.tune", "ray.train", "ray.air")
 
 
+def _sigterm_as_ctrl_c() -> Any:
+    """SIGTERM (a scheduler, `kill`) stops the study as Ctrl-C does: Tune saves its state
+    and the study ends interrupted. Returns the handler it replaced (None off the main
+    thread, where signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+
+
 @contextlib.contextmanager
 def _study_process(experiment_dir: str) -> Iterator[None]:
     """What a study changes in this process -- Tune's switches, log levels, Optuna's
@@ -126,7 +137,7 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
         search = _Search(asha, space=space.suggest, metric=settings.metric, mode=settings.mode,
                          study_name=os.path.basename(experiment_dir),
                          storage=optuna_storage(experiment_dir), seed=settings.seed)
-        resources = {k.lower(): v for k, v in settings.resources_per_trial.items()}
+        resources = settings.resources_per_trial
         study = _StudyCallback(experiment_dir, asha, verbose)
         tuner = Tuner(
             tune.with_resources(with_node_id(trainable), resources),
@@ -154,7 +165,6 @@ def resume_study(trainable: Callable[..., Any], experiment_dir: str, tune_path: 
         connect(ray_address)
         _check_schedulable(resources)
         _ship_by_value(trainable)
-        resources = {k.lower(): v for k, v in resources.items()}
         tuner = Tuner.restore(tune_path, tune.with_resources(with_node_id(trainable), resources),
                               resume_unfinished=True, resume_errored=False)
         _fit(tuner, experiment_dir, resources, max_concurrent)
@@ -223,6 +233,7 @@ def _fit(tuner: Tuner, experiment_dir: str, resources: Mapping[str, float],
     # as the cluster holds now (an autoscaling cluster scales for max_concurrent_trials).
     if _PENDING not in os.environ and max_concurrent is None:  # _study_process restores it
         os.environ[_PENDING] = str(trial_slots(ray.cluster_resources(), resources))
+    sigterm = _sigterm_as_ctrl_c()  # after ray.init, which installs its own handler
     try:
         tuner.fit()
     except Exception as exc:
@@ -233,3 +244,6 @@ def _fit(tuner: Tuner, experiment_dir: str, resources: Mapping[str, float],
             cause = cause.__cause__ or cause.__context__
         raise StudyError(f"the study stopped: {type(exc).__name__}: {exc}; fix the cause, then "
                          f"run `tuner resume {experiment_dir}`") from exc
+    finally:
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)

@@ -5,6 +5,7 @@ and a searcher restored from an older snapshot adopts the trials it missed."""
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,7 @@ from tuner.config import RESERVED_PREFIX
 from tuner.engine.trial import ITERATION
 from tuner.errors import StudyError
 from tuner.record import OPTUNA_JOURNAL
+from tuner.study import check_metric
 
 # Keys Ray Tune adds to every result; everything else is the trainable's own metrics.
 _RAY_KEYS = {
@@ -31,7 +33,7 @@ _RAY_KEYS = {
 def user_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     """The trainable's own numeric metrics from a Tune result."""
     return {k: float(v) for k, v in result.items()
-            if _is_user_key(k) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if _is_user_key(k) and isinstance(v, numbers.Real) and not isinstance(v, bool)}
 
 
 def _is_user_key(key: str) -> bool:
@@ -47,6 +49,7 @@ class _Asha(AsyncHyperBandScheduler):
         self.pruned: set[str] = set()
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        check_metric(trial.trial_id, self._metric, result)  # before ASHA computes with it
         action = super().on_trial_result(tune_controller, trial, result)
         if action == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t:
             self.pruned.add(trial.trial_id)

@@ -1,0 +1,159 @@
+"""Honest results: what a study's record says is what `tuner run`, `resume` and `report` print
+and what their exit codes mean. Records are written to a tmp dir as a study writes them; no
+Ray, no MLflow store (the CLI's `run`/`resume` are given a study read back from its record)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+from tuner.api import TuneResult
+from tuner.errors import StudyError
+from tuner.record import StudyRecord
+from tuner.study import check_metric
+
+
+def write_study(tmp_path, trials, mode="max", **fields):
+    """A study record with ``trials``: id -> (status, final acc, iterations, error)."""
+    record = StudyRecord.create(
+        str(tmp_path / "study"), name="study", metric="acc", mode=mode, num_samples=len(trials),
+        mlflow_uri="http://alice:s3cret@mlflow.example:5000", mlflow_experiment="study",
+        parent_run_id="p1", settings={}, **fields)
+    for trial_id, (status, acc, iterations, error) in trials.items():
+        entry = record.trial(trial_id)
+        entry.update(status=status, metric=acc, iterations=iterations, error=error,
+                     config={"lr": 0.1})
+    record.save()
+    return record.path
+
+
+def cli(capsys, monkeypatch, command, path):
+    """`tuner <command> <path>`; `run` and `resume` are given the study at ``path`` (api.run
+    and api.resume faked: they read its record back instead of running trials)."""
+    from tuner import api
+    from tuner.cli import main
+
+    monkeypatch.setattr(api, "resume", lambda p, verbose=True: TuneResult.load(p))
+    monkeypatch.setattr(api, "run", lambda *a, **k: TuneResult.load(path))
+    argv = [command, path]
+    if command == "run":
+        folder = os.path.dirname(path)
+        with open(os.path.join(folder, "space.yaml"), "w") as f:
+            f.write("lr: {type: float, low: 0.01, high: 1}\n")
+        with open(os.path.join(folder, "exp.yaml"), "w") as f:
+            f.write("trainable: tuner.summary:pareto\nspace: space.yaml\nmetric: acc\n")
+        argv = [command, os.path.join(folder, "exp.yaml")]
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_nan_and_infinity_are_never_the_best(tmp_path, mode):
+    path = write_study(tmp_path, {
+        "t1": ("completed", math.nan, 3, None), "t2": ("completed", math.inf, 3, None),
+        "t3": ("completed", -math.inf, 3, None), "t4": ("completed", 0.5, 3, None)}, mode=mode)
+    result = TuneResult.load(path)
+    assert (result.best_trial_id, result.best_metric) == ("t4", 0.5)
+    record = StudyRecord.load(path)
+    assert not record.improves(math.nan, None) and not record.improves(math.inf, 0.5)
+    assert record.improves(0.1 if mode == "min" else 0.9, math.nan)
+
+
+def test_the_table_counts_trials_that_ended_non_finite_and_ranks_them_last(
+        tmp_path, capsys, monkeypatch):
+    path = write_study(tmp_path, {"t1": ("completed", math.nan, 3, None),
+                                  "t2": ("completed", math.inf, 3, None),
+                                  "t3": ("completed", 0.5, 3, None)})
+    code, out, _ = cli(capsys, monkeypatch, "report", path)
+    assert code == 0
+    assert out.splitlines()[1].split()[0] == "t3"  # the finite one first
+    assert "2 trials ended with a non-finite acc (NaN or infinite); they are never the best" in out
+
+
+@pytest.mark.parametrize("trials,why", [
+    ({"t1": ("failed", None, 0, "ValueError: boom"), "t2": ("failed", None, 2, "OSError: x")},
+     "No best trial: every trial failed (2); see the errors in the table above"),
+    ({"t1": ("completed", None, 0, None), "t2": ("stopped", None, 0, None)},
+     "No best trial: no trial reported acc"),
+    ({"t1": ("completed", math.nan, 3, None), "t2": ("pruned", math.nan, 1, None)},
+     "No best trial: every value of acc was NaN or infinite"),
+    ({"t1": ("failed", None, 0, "ValueError: boom"), "t2": ("completed", math.nan, 3, None),
+      "t3": ("stopped", None, 0, None)},
+     "No best trial: no trial reported a finite acc: 1 failed, 1 reported nothing, 1 reported "
+     "only NaN or infinite values"),
+])
+@pytest.mark.parametrize("command", ["run", "resume"])
+def test_run_and_resume_exit_1_when_no_trial_has_a_usable_metric(
+        tmp_path, capsys, monkeypatch, trials, why, command):
+    path = write_study(tmp_path, trials)
+    code, out, _ = cli(capsys, monkeypatch, command, path)
+    assert code == 1
+    assert why in out and "Best acc" not in out
+
+
+def test_a_study_with_a_best_trial_exits_0_and_never_prints_the_store_password(
+        tmp_path, capsys, monkeypatch):
+    path = write_study(tmp_path, {"t1": ("completed", 0.9, 3, None),
+                                  "t2": ("failed", None, 1, "ValueError: boom")})
+    code, out, _ = cli(capsys, monkeypatch, "resume", path)
+    assert code == 0
+    assert "Best acc: 0.9 (trial t1)" in out
+    assert "s3cret" not in out and "http://alice:***@mlflow.example:5000" in out
+
+
+def test_the_table_shows_each_trials_error_first_line_cut_to_fit(tmp_path, capsys, monkeypatch):
+    long = "RuntimeError: " + "x" * 200 + "\nTraceback line two"
+    path = write_study(tmp_path, {"t1": ("failed", None, 1, "ValueError: boom\nsecond line"),
+                                  "t2": ("failed", None, 1, long),
+                                  "t3": ("completed", 0.9, 3, None)})
+    _, out, _ = cli(capsys, monkeypatch, "report", path)
+    header, *rows = out.splitlines()[:4]
+    assert header.split()[-1] == "error"
+    by_trial = {row.split()[0]: row for row in rows}
+    assert by_trial["t1"].endswith("ValueError: boom")
+    assert by_trial["t2"].endswith("RuntimeError: " + "x" * 43 + "...")
+    assert by_trial["t3"].endswith("-")
+    assert "second line" not in out and "Traceback" not in out
+
+
+def test_a_study_stopped_by_its_budget_is_reported_finished(tmp_path, capsys, monkeypatch):
+    path = write_study(tmp_path, {"t1": ("completed", 0.9, 3, None),
+                                  "t2": ("stopped", 0.4, 1, None)}, stop_reason="budget")
+    for command in ("report", "run", "resume"):
+        code, out, _ = cli(capsys, monkeypatch, command, path)
+        assert code == 0
+        assert "The study finished: budget spent (stop reason budget)" in out
+        assert "did not finish" not in out and "tuner resume" not in out
+
+
+def test_an_interrupted_study_says_how_to_continue_and_exits_130(tmp_path, capsys, monkeypatch):
+    path = write_study(tmp_path, {"t1": ("completed", 0.9, 3, None),
+                                  "t2": ("interrupted", 0.4, 1, None)}, state="interrupted")
+    code, out, _ = cli(capsys, monkeypatch, "report", path)
+    assert code == 0  # a report of it is not itself interrupted
+    assert f"The study did not finish; continue it with: tuner resume {path}" in out
+    for command in ("run", "resume"):
+        code, out, _ = cli(capsys, monkeypatch, command, path)
+        assert code == 130
+        assert "continue it with: tuner resume" in out
+
+
+@pytest.mark.parametrize("value", ["0.93", True, None, [0.9]])
+def test_a_metric_that_is_not_a_number_stops_the_study_in_one_line(value):
+    with pytest.raises(StudyError) as info:
+        check_metric("t_0001", "val_accuracy", {"val_accuracy": value, "training_iteration": 1})
+    message = str(info.value)
+    assert message.startswith(f"trial t_0001 reported val_accuracy={value!r} (a "
+                              f"{type(value).__name__}); report a number")
+    assert "\n" not in message and "tuner resume" not in message
+
+
+def test_numbers_of_any_kind_pass_the_metric_check():
+    import numpy as np
+
+    for value in (1, 0.5, math.nan, np.float32(0.5), np.int64(3)):
+        check_metric("t", "acc", {"acc": value})
+    check_metric("t", "acc", {"loss": "x"})  # not the study metric: not ours to judge
