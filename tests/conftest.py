@@ -86,7 +86,8 @@ def mlflow_server(tmp_path_factory):
                     break
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {(root / 'server.log').read_text()}")
+                raise RuntimeError(
+                    f"mlflow server exited: {(root / 'server.log').read_text()}") from None
             time.sleep(0.5)
     else:
         raise RuntimeError("mlflow server did not start in 120 s")

@@ -1,7 +1,8 @@
 """``tuner``: run, resume, validate and report studies from the shell.
 
 Exit codes: 0 success, 1 the study failed or found no usable value of its metric, 2 invalid
-input, 130 interrupted (Ctrl-C or SIGTERM; `tuner resume` continues it), 141 the reader of our output went away (``tuner prices | head -1``).
+input, 130 interrupted (Ctrl-C or SIGTERM; `tuner resume` continues it), 141 the reader of
+our output went away (``tuner prices | head -1``).
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from tuner.config import DEFAULT_REGION
 from tuner.errors import ConfigError, TunerError
+
+if TYPE_CHECKING:
+    from tuner.spot.local import WorkerType
 
 _EXIT_INPUT, _EXIT_STUDY, _EXIT_INTERRUPTED, _EXIT_PIPE = 2, 1, 130, 141  # 141: SIGPIPE
 
@@ -154,7 +159,6 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from tuner.api import TuneResult
-
     from tuner.summary import format_table
 
     print(format_table(TuneResult.load(args.path)))
@@ -242,7 +246,7 @@ def _cluster(args: argparse.Namespace) -> int:
     from tuner._files import write_json_atomic
     from tuner.spot.local import DEFAULT_WORKERS, LocalSpotCluster
 
-    workers = DEFAULT_WORKERS
+    workers: tuple[WorkerType, ...] = DEFAULT_WORKERS
     if args.worker:
         workers = tuple(_worker_type(w) for w in args.worker)
     for flag, value, ok, rule in (
@@ -283,7 +287,7 @@ def _cluster(args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker_type(text: str) -> object:
+def _worker_type(text: str) -> WorkerType:
     from tuner.cost.catalog import Market, PriceCatalog
     from tuner.spot.local import WorkerType
 

@@ -138,10 +138,10 @@ class StudySettings:
         try:
             PriceCatalog.load(self.prices).get(self.default_instance_type, self.region)
         except ConfigError as exc:
-            key = {"region": "region", "instance_type": "default_instance_type"}.get(exc.key)
-            if key is None:  # the price file itself is bad
+            ours = {"region": "region", "instance_type": "default_instance_type"}.get(exc.key)
+            if ours is None:  # the price file itself is bad
                 raise
-            raise bad(key, exc.message) from None
+            raise bad(ours, exc.message) from None
         for key in ("mlflow_uri", "mlflow_experiment", "ray_address", "prices"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value):

@@ -1,7 +1,8 @@
 """The study record: one JSON file per study that says what happened to every trial.
 
-It lives beside Ray Tune's experiment state (``<storage_path>/<name>/tuner_study.json``),
-is rewritten atomically, and is what ``tuner report`` and ``tuner resume`` read:
+It lives with the driver in the study's directory (``<storage_path>/<name>/``, or
+``./tuner_results/<name>/`` when ``storage_path`` is ``s3://...``), is rewritten
+atomically, and is what ``tuner report`` and ``tuner resume`` read: the study's settings,
 the MLflow run of the study and of each trial, each trial's status and metric.
 """
 

@@ -20,12 +20,12 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 from tuner._files import read_yaml
 from tuner.errors import ConfigError, did_you_mean, unknown_key
 
-Scalar = Union[None, bool, int, float, str]
+Scalar = None | bool | int | float | str
 
 
 class _Trial(Protocol):  # the part of optuna.Trial a space uses
@@ -83,7 +83,7 @@ class CategoricalParam:
         return trial.suggest_categorical(self.name, list(self.choices))
 
 
-Param = Union[FloatParam, IntParam, CategoricalParam]
+Param = FloatParam | IntParam | CategoricalParam
 
 
 @dataclass(frozen=True)

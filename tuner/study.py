@@ -40,7 +40,8 @@ class _Progress:
     def __init__(self, record: StudyRecord, interval_s: float = 15.0,
                  emit: Callable[[str], None] = print) -> None:
         self._record, self._interval, self._emit = record, interval_s, emit
-        self._last_line, self._last_time, self._last_key = "", 0.0, ()
+        self._last_line, self._last_time = "", 0.0
+        self._last_key: tuple[Any, ...] = ()
 
     def show(self) -> None:
         c = self._record.counts()
@@ -211,6 +212,7 @@ class StudyBook:
             self._max_iteration_usd = max(self._max_iteration_usd, usd)
             cost = self.meter.trials[trial_id]
             info = self.meter.node(node_id)
+            assert info is not None  # knows_node
             entry.update(cost_usd=cost.cost_usd, wasted_usd=cost.wasted_usd,
                          lost_iterations=cost.lost_iterations,
                          market=info.market.value, instance_type=info.instance_type)

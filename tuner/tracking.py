@@ -19,7 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from tuner.errors import StudyError
@@ -348,7 +348,7 @@ class Tracker:
             on_created(run_id)
         return run_id, not found
 
-    def _log_batch(self, run_id: str, metrics: list[Any] = (), params: Mapping[str, Any] = {},
+    def _log_batch(self, run_id: str, metrics: Sequence[Any] = (), params: Mapping[str, Any] = {},
                    tags: Mapping[str, str] = {}) -> None:
         from mlflow.entities import Param, RunTag
 

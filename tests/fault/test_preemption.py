@@ -8,18 +8,16 @@ played by a local HTTP server per node (IMDSv2 token, then spot/instance-action)
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 import time
 
 import pytest
-
-from tests.helpers import user_env
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import free_port
+from tests.helpers import user_env
 from tuner.cost.nodes import labels_for
 from tuner.spot.imds import FakeMetadataServer, InstanceMetadata
 from tuner.spot.watcher import PreemptionWatcher, gcs_drain

@@ -86,7 +86,8 @@ def _submit(info, root, tmp_path):
             # Ray resolves a job driver's cluster as "the latest started on this machine";
             # the test session runs other clusters too, so name this one.
             [os.path.join(BIN, "ray"), "job", "submit", "--address", info["dashboard"], "--",
-             "env", f"RAY_ADDRESS={info['address']}", sys.executable, os.path.join(root, "examples", "digits_mlp.py"), "--num-samples", "3", "--max-epochs", "3",
+             "env", f"RAY_ADDRESS={info['address']}", sys.executable,
+             os.path.join(root, "examples", "digits_mlp.py"), "--num-samples", "3", "--max-epochs", "3",
              "--name", "job", "--storage-path", str(tmp_path / "results"),
              "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db"],
             env={**os.environ, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True,

@@ -62,7 +62,7 @@ def test_each_trial_costs_its_node_seconds_at_its_nodes_price(labelled_nodes, st
 
     # The same figures in MLflow, to the cent (and far below it).
     client = MlflowClient(result.mlflow_uri)
-    for trial_id, row in trials.iterrows():
+    for _, row in trials.iterrows():
         run = client.get_run(row.mlflow_run_id)
         assert run.data.metrics["tuner.cost_usd"] == pytest.approx(row.cost_usd, abs=1e-9)
         assert run.data.tags["tuner.market"] == row.market

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from tuner.config import settings_from, StudySettings, import_trainable, load_experiment
+from tuner.config import StudySettings, import_trainable, load_experiment, settings_from
 from tuner.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -35,9 +35,9 @@ def test_dollars_scale_with_price_and_share():
 
 def test_cli_estimate_needs_seconds_per_iteration(tmp_path):
     exp = tmp_path / "exp.yaml"
-    exp.write_text((open(os.path.join(ROOT, "examples", "digits_mlp.yaml")).read()
+    exp.write_text(open(os.path.join(ROOT, "examples", "digits_mlp.yaml")).read()
                     .replace("../search_spaces", os.path.join(ROOT, "search_spaces"))
-                    .replace("seconds_per_iteration:", "#")))
+                    .replace("seconds_per_iteration:", "#"))
     out = subprocess.run([sys.executable, "-m", "tuner.cli", "estimate", str(exp)],
                          capture_output=True, text=True, cwd=os.path.join(ROOT, "examples"))
     assert out.returncode == 2 and "exp.yaml: seconds_per_iteration: is needed" in out.stderr

@@ -75,8 +75,7 @@ def test_the_makefile_installs_from_the_lock():
 def test_every_cluster_node_installs_this_checkout_from_the_same_lock():
     with open(os.path.join(ROOT, "cluster", "aws-spot.yaml"), encoding="utf-8") as f:
         config = yaml.safe_load(f)
-    mounts = {remote: local for remote, local in config["file_mounts"].items()}
-    remote = next(r for r, local in mounts.items() if local == ".")  # the checkout
+    remote = next(r for r, local in config["file_mounts"].items() if local == ".")  # the checkout
     assert ".gitignore" in config["rsync_filter"]  # not the local .venv
     installs = [c for c in config["setup_commands"] if "pip install" in c and "spot-tuner" in c]
     assert installs, "no setup command installs spot-tuner"

@@ -60,7 +60,7 @@ def test_on_demand_prices_come_from_the_pricing_api():
 def test_live_prices_replace_the_catalog_and_say_where_they_come_from():
     catalog = PriceCatalog.load()
     types = sorted(p.instance_type for p in catalog if p.region == "us-east-1")
-    client, _ = pricing_stub({t: 1.25 for t in types})
+    client, _ = pricing_stub(dict.fromkeys(types, 1.25))
     live, note = live_catalog(catalog, "us-east-1", ec2=boto3.client("ec2", "us-east-1"),
                               pricing=client)
     assert note == "live prices for us-east-1 fetched now"

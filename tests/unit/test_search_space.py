@@ -67,7 +67,7 @@ def test_conditional_parameter_is_suggested_only_when_its_condition_holds():
         "eps": {"type": "float", "low": 1e-8, "high": 1e-6, "log": True,
                 "when": {"solver": ["adam", "rmsprop"]}},
     })
-    assert [p.name for p in space.params][0] == "solver"  # parents come first
+    assert space.params[0].name == "solver"  # parents come first
     configs = sample(space, n=60)
     assert {c["solver"] for c in configs} == {"sgd", "adam", "rmsprop"}
     for c in configs:

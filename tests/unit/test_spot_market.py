@@ -26,7 +26,7 @@ def test_notices_arrive_at_the_hazard_rate_and_kills_follow_the_notice():
     rate = len(notices) / (20 * 10)
     assert rate == pytest.approx(1.3, rel=0.2)
     for key, when in notices.items():
-        node, issued = key.split("@")
+        _, issued = key.split("@")
         assert when == pytest.approx(float(issued) + 120)
     assert len(kills) >= len(notices) - 20  # all but the last few notices have expired
 

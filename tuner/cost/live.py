@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from tuner._files import write_json_atomic
@@ -38,7 +38,7 @@ def spot_prices(region: str, instance_types: Iterable[str], client: Any = None,
     latest: dict[tuple[str, str], tuple[datetime, float]] = {}
     pages = client.get_paginator("describe_spot_price_history").paginate(
         InstanceTypes=sorted(instance_types), ProductDescriptions=["Linux/UNIX"],
-        StartTime=datetime.now(timezone.utc))
+        StartTime=datetime.now(UTC))
     for page in pages:
         for item in page["SpotPriceHistory"]:
             key = (item["InstanceType"], item["AvailabilityZone"])
@@ -109,7 +109,7 @@ def live_catalog(catalog: PriceCatalog, region: str, refresh: bool = False,
         note = f"live prices for {region} fetched now" if not notes else \
             f"live prices unavailable ({'; '.join(notes)}); using the catalog {catalog.path} " \
             f"where they are missing"
-    stamp = datetime.fromtimestamp(data["fetched"], timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+    stamp = datetime.fromtimestamp(data["fetched"], UTC).strftime("%Y-%m-%dT%H:%MZ")
     live = catalog.with_prices(
         spot={(k, region): (v, "AWS EC2 describe_spot_price_history, cheapest zone", stamp)
               for k, v in data["spot"].items()},

@@ -37,7 +37,8 @@ class _StudyCallback(Callback):
             _BOOKS[self._dir] = StudyBook(self._dir, verbose=self._verbose)
         return _BOOKS[self._dir]
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Any = None, num_samples: Any = None, total_num_samples: Any = None,
+              **info: Any) -> None:
         _BOOKS.pop(self._dir, None)
         self._poll_nodes(force=True)
 

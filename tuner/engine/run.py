@@ -91,19 +91,19 @@ def _study_process(experiment_dir: str) -> Iterator[None]:
     env = {k: os.environ.get(k) for k in (*_ENV, _PENDING)}
     levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
     verbosity = optuna.logging.get_verbosity()
-    for key, value in _ENV.items():
-        os.environ.setdefault(key, value)
+    for switch, setting in _ENV.items():
+        os.environ.setdefault(switch, setting)
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         yield
     finally:
-        for key, value in env.items():
+        for name, value in env.items():
             if value is None:
-                os.environ.pop(key, None)
+                os.environ.pop(name, None)
             else:
-                os.environ[key] = value
+                os.environ[name] = value
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
         optuna.logging.set_verbosity(verbosity)
@@ -140,7 +140,7 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
         resources = settings.resources_per_trial
         study = _StudyCallback(experiment_dir, asha, verbose)
         tuner = Tuner(
-            tune.with_resources(with_node_id(trainable), resources),
+            tune.with_resources(with_node_id(trainable), dict(resources)),
             tune_config=TuneConfig(search_alg=search, scheduler=asha,
                                    num_samples=settings.num_samples,
                                    max_concurrent_trials=settings.max_concurrent_trials,
@@ -165,7 +165,7 @@ def resume_study(trainable: Callable[..., Any], experiment_dir: str, tune_path: 
         connect(ray_address)
         _check_schedulable(resources)
         _ship_by_value(trainable)
-        tuner = Tuner.restore(tune_path, tune.with_resources(with_node_id(trainable), resources),
+        tuner = Tuner.restore(tune_path, tune.with_resources(with_node_id(trainable), dict(resources)),
                               resume_unfinished=True, resume_errored=False)
         _fit(tuner, experiment_dir, resources, max_concurrent)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numbers
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
@@ -49,7 +49,7 @@ class _Asha(AsyncHyperBandScheduler):
         self.pruned: set[str] = set()
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        check_metric(trial.trial_id, self._metric, result)  # before ASHA computes with it
+        check_metric(trial.trial_id, str(self._metric), result)  # before ASHA computes with it
         action = super().on_trial_result(tune_controller, trial, result)
         if action == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t:
             self.pruned.add(trial.trial_id)
@@ -90,13 +90,18 @@ class _Search(OptunaSearch):
             return
         self._reported[trial_id] = step
 
+    @property
+    def _study(self) -> optuna.Study:
+        """OptunaSearch's study (set once its space and metric are)."""
+        return cast(optuna.Study, self._ot_study)
+
     def _adopt(self, trial_id: str, result: dict) -> None:
         """A trial Tune restored that this searcher's snapshot predates: the driver died
         between the two saves. Give it an Optuna trial with the same parameters."""
         params = {k[len("config/"):]: v for k, v in result.items() if k.startswith("config/")}
-        self._ot_study.enqueue_trial(params, skip_if_exists=False)
-        ot_trial = self._ot_study.ask()
-        self._suggest_from_define_by_run_func(self._space, ot_trial)
+        self._study.enqueue_trial(params, skip_if_exists=False)
+        ot_trial = self._study.ask()
+        self._suggest_from_define_by_run_func(self._space, ot_trial)  # type: ignore[arg-type]
         self._ot_trials[trial_id] = ot_trial
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
@@ -116,13 +121,13 @@ class _Search(OptunaSearch):
             if step > self._reported.get(trial_id, 0):
                 ot_trial.report(result[self.metric], step)
         try:
-            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+            self._study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
         except optuna.exceptions.UpdateFinishedTrialError:  # told before the driver restarted
             pass
         self._completed_trials.add(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
-        asha, self._asha = self._asha, None
+        asha, self._asha = self._asha, None  # type: ignore[assignment]  # not picklable
         try:
             super().save(checkpoint_path)
         finally:
@@ -134,10 +139,10 @@ class _Search(OptunaSearch):
         self._asha = asha
         # Trials asked after the last experiment checkpoint died with the driver: say so.
         known = {t.number for t in self._ot_trials.values()}
-        for frozen in self._ot_study.get_trials(deepcopy=False,
+        for frozen in self._study.get_trials(deepcopy=False,
                                                 states=(optuna.trial.TrialState.RUNNING,)):
             if frozen.number not in known:
-                self._ot_study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
+                self._study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
 
 
 def optuna_storage(experiment_dir: str) -> optuna.storages.BaseStorage:

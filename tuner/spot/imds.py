@@ -12,7 +12,7 @@ import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DEFAULT_ENDPOINT = "http://169.254.169.254"
@@ -49,7 +49,7 @@ class InstanceMetadata:
             if exc.code == 404:
                 return None
             raise
-        when = datetime.strptime(body["time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        when = datetime.strptime(body["time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         return Notice(body["action"], when.timestamp())
 
 
@@ -63,19 +63,19 @@ class FakeMetadataServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_PUT(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_PUT(self) -> None:
                 if self.path == _TOKEN_PATH:
                     self._send(200, b"local-token")
                 else:
                     self._send(404, b"")
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 server.requests += 1
                 if self.headers.get("X-aws-ec2-metadata-token") != "local-token":
                     self._send(401, b"")
                 elif self.path == _ACTION_PATH and server._notice is not None:
                     n = server._notice
-                    stamp = datetime.fromtimestamp(n.time, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                    stamp = datetime.fromtimestamp(n.time, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                     self._send(200, json.dumps({"action": n.action, "time": stamp}).encode())
                 else:
                     self._send(404, b"")

@@ -84,7 +84,7 @@ class LocalSpotCluster:
         from tuner.ray_compat import local_cluster_class, prepare_local_cluster
 
         prepare_local_cluster()
-        Cluster = local_cluster_class()  # noqa: N806
+        Cluster = local_cluster_class()
         self.temp_dir = temp_dir = tempfile.mkdtemp(prefix="tuner-spot-", dir="/tmp")
         head = {"num_cpus": self._head_cpus, "include_dashboard": self._dashboard,
                 "temp_dir": temp_dir, "gcs_server_port": _free_port(),
@@ -126,10 +126,10 @@ class LocalSpotCluster:
             dashboard_agent_listen_port=_free_port(),  # Ray's default is one fixed port
             num_cpus=kind.cpus, labels=labels_for(kind.market, kind.instance_type, self._region,
                                                   kind.zone, launched_at=time.time()))
-        imds = watcher = None
+        imds, watcher = None, None
         if kind.market == "spot":
             imds = FakeMetadataServer()
-        if kind.market == "spot" and self._act:
+        if imds is not None and self._act:
             watcher = PreemptionWatcher(node.node_id, InstanceMetadata(imds.endpoint),
                                         gcs_drain(self.cluster.address),
                                         margin_s=self._margin / self._scale)
