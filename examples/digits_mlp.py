@@ -79,18 +79,14 @@ def main() -> None:
             reduction_factor=3, max_failures=3, resources_per_trial={"cpu": 1},
             storage_path=args.storage_path, name=args.name, mlflow_uri=args.mlflow_uri,
             seed=0)
-    from tuner.summary import format_table, no_usable_metric
-    from tuner.tracking import masked
-
-    print(format_table(result))
-    why = no_usable_metric(result)  # e.g. every trial failed; see the errors in the table above
+    print(result.table())
+    why = result.why_no_best()  # e.g. every trial failed; see the errors in the table above
     if why is not None:
         raise SystemExit(f"no best trial: {why}")
     print(f"\nBest val_accuracy: {result.best_metric:.4f} (trial {result.best_trial_id})")
     print(f"Best config: {result.best_config}")
-    print(f"MLflow: {masked(result.mlflow_uri)} (parent run {result.parent_run_id}); "
+    print(f"MLflow: parent run {result.parent_run_id} in experiment {result.name!r}; "
           f"browse it with `make ui`")
-
 
 if __name__ == "__main__":
     main()

@@ -27,10 +27,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from tuner.api import TuneResult, resume, tune
+    from tuner.api import resume, tune
+    from tuner.result import TuneResult
     from tuner.trainable import load_state, report
 
-_LAZY = {"tune": "tuner.api", "resume": "tuner.api", "TuneResult": "tuner.api",
+_LAZY = {"tune": "tuner.api", "resume": "tuner.api", "TuneResult": "tuner.result",
          "load_state": "tuner.trainable", "report": "tuner.trainable"}
 
 

@@ -8,47 +8,16 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, replace
+from typing import Any
 
 from tuner.config import StudySettings, import_trainable, settings_from
 from tuner.errors import ConfigError, StudyError, TunerError
 from tuner.lock import LOCK_FILE, StudyLock
-from tuner.record import OPTUNA_JOURNAL, RECORD_FILE, StudyRecord
+from tuner.record import OPTUNA_JOURNAL, RECORD_FILE, StudyRecord, StudyState
+from tuner.result import TuneResult
 from tuner.search_space import SearchSpace, load_space, parse_space
 from tuner.tracking import Tracker, default_uri, flush_all
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-TRIAL_COLUMNS = ["trial_id", "status", "iterations", "metric", "best_metric", "cost_usd",
-                 "wasted_usd", "lost_iterations", "market", "instance_type", "preemptions", "restarts",
-                 "restarted_at", "mlflow_run_id", "config", "error"]
-
-
-@dataclass(frozen=True)
-class TuneResult:
-    """What a study found, read back from its record."""
-
-    path: str
-    name: str
-    metric: str
-    mode: str
-    best_trial_id: str | None
-    best_config: dict[str, Any] | None
-    best_metric: float | None
-    mlflow_uri: str
-    parent_run_id: str
-    trials: pd.DataFrame
-    cost: dict[str, float]  # cost_usd, wasted_usd, useful_usd, idle_usd, cluster_usd, ...
-    cost_to_best_usd: float | None = None
-    stop_reason: str | None = None
-    state: str = "finished"  # or "running" (a driver has it), "interrupted" (resume it)
-
-    @classmethod
-    def load(cls, path: str) -> TuneResult:
-        """Read the result of the study written to ``path`` (finished or not)."""
-        return _result(StudyRecord.load(os.path.abspath(path)))
 
 
 def tune(trainable: Callable[..., Any],
@@ -126,7 +95,7 @@ def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettin
             with contextlib.suppress(OSError):
                 os.rmdir(path)  # unless it holds something of the user's
             raise
-        record.data["parent_run_id"] = tracker.start_study(name, {**params, "name": name},
+        record.parent_run_id = tracker.start_study(name, {**params, "name": name},
                                                            space.to_dict())
         record.save()
         if verbose:
@@ -136,7 +105,7 @@ def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettin
             engine.run_study(trainable, space, settings, path, tune_path, verbose=verbose)
         finally:
             _close(path, tracker)
-    return _result(StudyRecord.load(path))
+    return TuneResult.load(path)
 
 
 def _study_dir(results: str, name: str | None, stem: str) -> tuple[str, str]:
@@ -180,29 +149,29 @@ def resume(path: str, trainable: Callable[..., Any] | None = None,
     with StudyLock(path):
         record = StudyRecord.load(path)
         source = os.path.join(path, RECORD_FILE)
-        settings = record.settings()
+        settings = record.study_settings()
         if trainable is None:
-            ref = record.data.get("trainable")
+            ref = record.trainable
             if not ref:
                 raise StudyError(f"{path}: the study's trainable is not importable by name; "
                                  f"call tuner.resume({path!r}, trainable=your_function)")
             trainable = import_trainable(ref, source=source,
-                                         base_dir=record.data.get("base_dir", "."))
-        tracker = Tracker(record.data["mlflow_uri"], record.data["mlflow_experiment"])
-        if record.data["parent_run_id"]:
-            tracker.reopen_study(record.data["parent_run_id"])
+                                         base_dir=record.base_dir)
+        tracker = Tracker(record.mlflow_uri, record.mlflow_experiment)
+        if record.parent_run_id:
+            tracker.reopen_study(record.parent_run_id)
         else:  # the driver stopped between the record and the MLflow run
-            record.data["parent_run_id"] = tracker.start_study(
-                record.data["name"], record.data["settings"], record.data["space"])
-        record.data["state"] = "running"
-        record.data["resumes"] = record.data.get("resumes", 0) + 1
+            record.parent_run_id = tracker.start_study(record.name, record.settings,
+                                                       record.space)
+        record.state = StudyState.RUNNING
+        record.resumes += 1
         record.save()
-        tune_path = record.data.get("tune_path", path)
+        tune_path = record.tune_path or path
         address = ray_address or settings.ray_address
         try:
             if engine.can_restore(tune_path):
                 if verbose:
-                    print(f"[tuner] resuming study {record.data['name']} from {path}",
+                    print(f"[tuner] resuming study {record.name} from {path}",
                           flush=True)
                 engine.resume_study(trainable, path, tune_path,
                                     settings.resources_per_trial,
@@ -210,15 +179,15 @@ def resume(path: str, trainable: Callable[..., Any] | None = None,
             else:
                 _forget_unsnapshotted(record, tracker)
                 if verbose:
-                    print(f"[tuner] study {record.data['name']}: Ray Tune saved no state "
+                    print(f"[tuner] study {record.name}: Ray Tune saved no state "
                           f"before its driver stopped; starting its trials again in {path}",
                           flush=True)
-                engine.run_study(trainable, parse_space(record.data["space"], source=source),
+                engine.run_study(trainable, parse_space(record.space, source=source),
                                  replace(settings, ray_address=address), path, tune_path,
                                  verbose=verbose)
         finally:
             _close(path, tracker)
-    return _result(StudyRecord.load(path))
+    return TuneResult.load(path)
 
 
 def _forget_unsnapshotted(record: StudyRecord, tracker: Tracker) -> None:
@@ -227,10 +196,10 @@ def _forget_unsnapshotted(record: StudyRecord, tracker: Tracker) -> None:
     from tuner import engine
 
     for trial in record.trials.values():
-        if trial.get("mlflow_run_id"):
-            tracker.end_run(trial["mlflow_run_id"], "stopped",
+        if trial.mlflow_run_id:
+            tracker.end_run(trial.mlflow_run_id, "stopped",
                             {"tuner.note": "driver stopped before Ray Tune's first snapshot"})
-    record.data["trials"] = {}
+    record.trials = {}
     record.save()
     engine.fail_running_optuna_trials(record.path)
 
@@ -239,13 +208,13 @@ def _close(path: str, tracker: Tracker) -> None:
     """Mark the study finished (or interrupted); put its totals and plot on the parent run."""
     record = StudyRecord.load(path)
     counts = record.counts()
-    stopped_by_budget = record.data.get("stop_reason") == "budget"
+    stopped_by_budget = record.stop_reason == "budget"
     finished = counts["running"] == counts["interrupted"] == 0 and (
-        len(record.trials) >= record.data["num_samples"] or stopped_by_budget)
-    record.data["state"] = "finished" if finished else "interrupted"
+        len(record.trials) >= record.num_samples or stopped_by_budget)
+    record.state = StudyState.FINISHED if finished else StudyState.INTERRUPTED
     record.save()
-    result = _result(record)
-    parent = record.data["parent_run_id"]
+    result = TuneResult.from_record(record)
+    parent = record.parent_run_id
     metrics = {f"tuner.trials_{k}": float(v) for k, v in counts.items()}
     metrics.update({f"tuner.{k}": float(v) for k, v in result.cost.items()})
     if result.best_metric is not None:
@@ -254,8 +223,8 @@ def _close(path: str, tracker: Tracker) -> None:
         metrics["tuner.cost_to_best_usd"] = float(result.cost_to_best_usd)
     tracker.log_metrics(parent, metrics, step=0)
     tags = {"tuner.best_trial_id": result.best_trial_id or "",
-            "tuner.cluster": _cluster_facts(record.data.get("meter", {})),
-            "tuner.prices": record.data.get("price_note", "")}
+            "tuner.cluster": _cluster_facts(record.meter),
+            "tuner.prices": record.price_note}
     tags.update({f"tuner.best.{k}": v for k, v in (result.best_config or {}).items()})
     if not result.trials.empty and result.trials["cost_usd"].gt(0).any():
         import tempfile
@@ -276,25 +245,6 @@ def _cluster_facts(meter: Mapping[str, Any]) -> str:
         key = f"{info['instance_type']} {info['market']} {info['region']}"
         kinds[key] = kinds.get(key, 0) + 1
     return ", ".join(f"{n} x {k}" for k, n in sorted(kinds.items()))
-
-
-def _result(record: StudyRecord) -> TuneResult:
-    import pandas as pd
-
-    defaults = {"cost_usd": 0.0, "wasted_usd": 0.0, "lost_iterations": 0, "preemptions": 0}
-    rows = [{c: t.get(c, defaults.get(c)) for c in TRIAL_COLUMNS} for t in record.trials.values()]
-    frame = pd.DataFrame(rows, columns=TRIAL_COLUMNS).rename(
-        columns={"metric": record.data["metric"], "best_metric": f"best_{record.data['metric']}"})
-    best = record.best()
-    return TuneResult(
-        path=record.path, name=record.data["name"], metric=record.data["metric"], mode=record.data["mode"],
-        best_trial_id=best["trial_id"] if best else None,
-        best_config=dict(best["config"]) if best else None,
-        best_metric=best["metric"] if best else None, mlflow_uri=record.data["mlflow_uri"],
-        parent_run_id=record.data["parent_run_id"], trials=frame,
-        cost=dict(record.data.get("cost", {})),
-        cost_to_best_usd=record.data.get("cost_to_best_usd"),
-        stop_reason=record.data.get("stop_reason"), state=record.data.get("state", "running"))
 
 
 def is_remote(storage_path: str) -> bool:

@@ -158,22 +158,20 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from tuner.api import TuneResult
-    from tuner.summary import format_table
+    from tuner.result import TuneResult
 
-    print(format_table(TuneResult.load(args.path)))
+    print(TuneResult.load(args.path).table())
     return 0
 
 
 def _summary(result: object) -> int:
     """Print the table and the best trial; exit 1 when no trial has a usable metric value."""
-    from tuner.api import TuneResult
-    from tuner.summary import format_table, no_usable_metric
+    from tuner.result import TuneResult
     from tuner.tracking import masked
 
     assert isinstance(result, TuneResult)
-    print(format_table(result))
-    why = no_usable_metric(result)
+    print(result.table())
+    why = result.why_no_best()
     if why is not None:
         print(f"\nNo best trial: {why}")
     else:
@@ -196,7 +194,7 @@ def _estimate(args: argparse.Namespace) -> int:
     exp = load_experiment(args.experiment)
     spi, source = args.seconds_per_iteration, "declared on the command line"
     if spi is None and args.from_study:
-        spi = measured_seconds_per_iteration(StudyRecord.load(args.from_study).data.get("meter", {}))
+        spi = measured_seconds_per_iteration(StudyRecord.load(args.from_study).meter)
         source = f"measured in {args.from_study}"
     if spi is None and exp.settings.seconds_per_iteration:
         spi, source = exp.settings.seconds_per_iteration, f"declared in {exp.source}"
@@ -272,14 +270,7 @@ def _cluster(args: argparse.Namespace) -> int:
               + (f"\n  ray job submit --address {cluster.dashboard_url} -- ..."
                  if cluster.dashboard_url else "")
               + "\nCtrl-C (or SIGTERM) stops it.", flush=True)
-        count = 0
-        while not stop.is_set():
-            cluster.tick()
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a new node installs Ray's
-            for _, event, node in cluster.events[count:]:
-                print(f"[cluster] {event} {node[:8]}", flush=True)
-            count = len(cluster.events)
-            stop.wait(0.25)
+        cluster.run(stop, lambda event, node: print(f"[cluster] {event} {node[:8]}", flush=True))
     except KeyboardInterrupt:
         pass
     finally:

@@ -20,9 +20,6 @@ from tuner.errors import StudyError
 from tuner.record import StudyRecord, TrialStatus
 from tuner.tracking import Tracker
 
-_FINAL = {s.value for s in TrialStatus} - {TrialStatus.RUNNING.value,
-                                           TrialStatus.INTERRUPTED.value}
-
 
 def check_metric(trial_id: str, metric: str, result: Mapping[str, Any]) -> None:
     """Refuse a result whose study metric is there but is not a number (a string, a bool, a
@@ -47,15 +44,15 @@ class _Progress:
         c = self._record.counts()
         best = self._record.best()
         finished = c["completed"] + c["pruned"] + c["failed"] + c["stopped"]
-        line = (f"[tuner] {finished}/{self._record.data['num_samples']} trials done: "
+        line = (f"[tuner] {finished}/{self._record.num_samples} trials done: "
                 f"{c['completed']} completed, {c['pruned']} pruned, {c['failed']} failed; "
                 f"{c['running']} running")
         if best is not None:
-            line += f" | best {self._record.data['metric']}={best['metric']:.4g} ({best['trial_id']})"
-        cost = self._record.data.get("cost", {}).get("cost_usd")
+            line += f" | best {self._record.metric}={best.metric:.4g} ({best.trial_id})"
+        cost = self._record.cost.get("cost_usd")
         if cost is not None:
             line += f" | ${cost:.4g} spent"
-        key = (finished, None if best is None else best["trial_id"])
+        key = (finished, None if best is None else best.trial_id)
         now = time.monotonic()
         if key != self._last_key or (line != self._last_line and
                                      now - self._last_time >= self._interval):
@@ -69,10 +66,9 @@ class StudyBook:
     def __init__(self, path: str, verbose: bool = True,
                  clock: Callable[[], float] = time.time) -> None:
         self.record = StudyRecord.load(path)
-        data = self.record.data
-        self.tracker = Tracker(data["mlflow_uri"], data["mlflow_experiment"])
-        self.meter = CostMeter.from_dict(data.get("meter", {}))
-        settings = self.record.settings()
+        self.tracker = Tracker(self.record.mlflow_uri, self.record.mlflow_experiment)
+        self.meter = CostMeter.from_dict(self.record.meter)
+        settings = self.record.study_settings()
         self._catalog, self.price_note = study_catalog(settings.prices, settings.region,
                                                        settings.live_prices)
         self._defaults = (settings.default_instance_type, Market(settings.default_market),
@@ -82,28 +78,28 @@ class StudyBook:
         self._gpus = float(resources.get("gpu", 0.0))
         self._budget = settings.budget_usd
         self._alerts = sorted(settings.budget_alerts)
-        self.record.data["price_note"] = self.price_note
+        self.record.price_note = self.price_note
         self._clock = clock
         self._verbose = verbose
         self._progress = _Progress(self.record)
         self._saved = 0.0
         self._max_iteration_usd = 0.0
         self._warned_unlabelled = False
-        if data.get("resumes"):
+        if self.record.resumes:
             self._close_finished_runs()
 
     def _close_finished_runs(self) -> None:
         """End the runs of trials that finished just before the driver died, their end
         recorded but not yet written to MLflow."""
-        parent = self.record.data["parent_run_id"]
+        parent = self.record.parent_run_id
         for trial_id, run_id in self.tracker.open_trial_runs(parent).items():
             entry = self.record.trials.get(trial_id)
-            if entry is not None and entry["status"] in _FINAL:
-                entry["mlflow_run_id"] = run_id
-                self.tracker.start_trial(parent, self.record.data["name"], trial_id, {},
+            if entry is not None and entry.final:
+                entry.mlflow_run_id = run_id
+                self.tracker.start_trial(parent, self.record.name, trial_id, {},
                                          run_id=run_id)
-                self.tracker.end_run(trial_id, entry["status"],
-                                     {"tuner.iterations": entry["iterations"]})
+                self.tracker.end_run(trial_id, entry.status.value,
+                                     {"tuner.iterations": entry.iterations})
 
     # --- nodes and money ---------------------------------------------------------------
 
@@ -136,14 +132,14 @@ class StudyBook:
         """True once the next iteration could take spending past ``budget_usd``."""
         if not self._budget:
             return False
-        spent = self.record.data.get("cost", {}).get("cost_usd", 0.0)
+        spent = self.record.cost.get("cost_usd", 0.0)
         if spent + self._max_iteration_usd < self._budget:
             return False
-        if self.record.data.get("stop_reason") != "budget":
-            self.record.data["stop_reason"] = "budget"
+        if self.record.stop_reason != "budget":
+            self.record.stop_reason = "budget"
             self._say(f"[tuner] budget: ${spent:.4f} of ${self._budget:g} spent; the next "
                       f"iteration could pass it, so the study stops scheduling work")
-            self.tracker.set_tags(self.record.data["parent_run_id"], {"tuner.stop_reason": "budget"})
+            self.tracker.set_tags(self.record.parent_run_id, {"tuner.stop_reason": "budget"})
             self.save(force=True)
         return True
 
@@ -152,18 +148,18 @@ class StudyBook:
     def finished(self, trial_id: str) -> bool:
         """Whether the record has this trial's end (it may predate Tune's last snapshot)."""
         entry = self.record.trials.get(trial_id)
-        return entry is not None and entry["status"] in _FINAL
+        return entry is not None and entry.final
 
     def trial_started(self, trial_id: str, config: Mapping[str, Any]) -> None:
         fresh = trial_id not in self.record.trials
         entry = self.record.trial(trial_id)
         if fresh:
-            entry["config"] = dict(config)
-        elif not entry.get("restarting"):  # started again by `tuner resume`
-            entry["restarts"] += 1
-            entry["restarting"] = True
+            entry.config = dict(config)
+        elif not entry.restarting:  # started again by `tuner resume`
+            entry.restarts += 1
+            entry.restarting = True
         self._track(trial_id, fresh)
-        entry["status"] = TrialStatus.RUNNING.value
+        entry.status = TrialStatus.RUNNING
         self.save()
 
     def _track(self, trial_id: str, fresh: bool = False) -> None:
@@ -171,11 +167,13 @@ class StudyBook:
         if self.tracker.has_trial(trial_id):
             return
         entry = self.record.trial(trial_id)
+        def created(run_id: str) -> None:
+            entry.mlflow_run_id = run_id
+
         self.tracker.start_trial(
-            self.record.data["parent_run_id"], self.record.data["name"], trial_id,
-            entry["config"], run_id=entry["mlflow_run_id"],
-            again=not fresh or bool(self.record.data.get("resumes")),
-            on_created=lambda run_id: entry.__setitem__("mlflow_run_id", run_id))
+            self.record.parent_run_id, self.record.name, trial_id, entry.config,
+            run_id=entry.mlflow_run_id, again=not fresh or bool(self.record.resumes),
+            on_created=created)
 
     def trial_recovering(self, trial_id: str, error: str, failures: int) -> None:
         """The trial was lost and will be retried from its last checkpoint.
@@ -183,28 +181,29 @@ class StudyBook:
         ``failures`` is Ray's failure count: unchanged when the loss was a preemption.
         """
         entry = self.record.trial(trial_id)
-        if failures > entry.get("failures", 0):
-            entry["failures"] = failures
-            entry["error"] = error
+        if failures > entry.failures:
+            entry.failures = failures
+            entry.error = error
         else:
-            entry["preemptions"] = entry.get("preemptions", 0) + 1
+            entry.preemptions += 1
             self._say(f"[tuner] trial {trial_id} preempted; resuming from its last checkpoint")
-        entry["restarts"] += 1
-        entry["restarting"] = True
+        entry.restarts += 1
+        entry.restarting = True
         self.save(force=True)
 
     def trial_result(self, trial_id: str, step: int, metrics: Mapping[str, float],
                      node_id: str | None, seconds: float) -> None:
         entry = self.record.trial(trial_id)
-        if entry.pop("restarting", False):  # first result since a restart: which checkpoint?
-            entry["restarted_at"].append(step - 1)
-        entry["iterations"] = step
-        metric = self.record.data["metric"]
+        if entry.restarting:  # the first result since a restart: from which checkpoint?
+            entry.restarting = False
+            entry.restarted_at.append(step - 1)
+        entry.iterations = step
+        metric = self.record.metric
         if metric in metrics:
             value = metrics[metric]
-            entry["metric"] = value
-            if self.record.improves(value, entry["best_metric"]):
-                entry["best_metric"] = value
+            entry.metric = value
+            if self.record.improves(value, entry.best_metric):
+                entry.best_metric = value
         logged = dict(metrics)
         if node_id is not None and self.knows_node(node_id):
             usd = self.meter.charge(trial_id, node_id, step, seconds, end=self._clock(),
@@ -213,13 +212,13 @@ class StudyBook:
             cost = self.meter.trials[trial_id]
             info = self.meter.node(node_id)
             assert info is not None  # knows_node
-            entry.update(cost_usd=cost.cost_usd, wasted_usd=cost.wasted_usd,
-                         lost_iterations=cost.lost_iterations,
-                         market=info.market.value, instance_type=info.instance_type)
+            entry.cost_usd, entry.wasted_usd = cost.cost_usd, cost.wasted_usd
+            entry.lost_iterations = cost.lost_iterations
+            entry.market, entry.instance_type = info.market.value, info.instance_type
             logged["tuner.cost_usd"] = cost.cost_usd
             self._update_totals()
             if metric in metrics and self._is_new_best(metrics[metric]):
-                self.record.data["cost_to_best_usd"] = self.record.data["cost"]["cost_usd"]
+                self.record.cost_to_best_usd = self.record.cost["cost_usd"]
         self._track(trial_id)
         self.tracker.log_metrics(trial_id, logged, step)
         self.save()
@@ -228,27 +227,25 @@ class StudyBook:
         if self.finished(trial_id):
             return
         entry = self.record.trial(trial_id)
-        entry["status"] = status.value
-        entry["ended_at"] = self._clock()
+        entry.status = status
+        entry.ended_at = self._clock()
         if error:
-            entry["error"] = error
+            entry.error = error
         self._track(trial_id)
         self.tracker.log_metrics(trial_id, {
-            "tuner.cost_usd": entry.get("cost_usd", 0.0),
-            "tuner.wasted_usd": entry.get("wasted_usd", 0.0),
-            "tuner.lost_iterations": float(entry.get("lost_iterations", 0)),
-            "tuner.preemptions": float(entry.get("preemptions", 0))}, entry["iterations"])
+            "tuner.cost_usd": entry.cost_usd, "tuner.wasted_usd": entry.wasted_usd,
+            "tuner.lost_iterations": float(entry.lost_iterations),
+            "tuner.preemptions": float(entry.preemptions)}, entry.iterations)
         self.tracker.end_run(trial_id, status.value, {
-            "tuner.iterations": entry["iterations"], "tuner.restarts": entry["restarts"],
-            "tuner.preempted": str(entry.get("preemptions", 0) > 0).lower(),
-            "tuner.market": entry.get("market", ""),
-            "tuner.instance_type": entry.get("instance_type", "")})
+            "tuner.iterations": entry.iterations, "tuner.restarts": entry.restarts,
+            "tuner.preempted": str(entry.preemptions > 0).lower(),
+            "tuner.market": entry.market or "", "tuner.instance_type": entry.instance_type or ""})
         self.save(force=True)
 
     def experiment_ended(self, unfinished: Sequence[str]) -> None:
         """Tune's loop ended with ``unfinished`` trials: stopped for good when the budget
         is spent, else interrupted (Ctrl-C, SIGTERM), for `tuner resume` to continue."""
-        cut = (TrialStatus.STOPPED if self.record.data.get("stop_reason") == "budget"
+        cut = (TrialStatus.STOPPED if self.record.stop_reason == "budget"
                else TrialStatus.INTERRUPTED)
         for trial_id in unfinished:
             if trial_id in self.record.trials and not self.finished(trial_id):
@@ -263,28 +260,28 @@ class StudyBook:
     # --- internals ------------------------------------------------------------------------
 
     def _is_new_best(self, value: float) -> bool:
-        if self.record.improves(value, self.record.data.get("best_seen")):
-            self.record.data["best_seen"] = value
+        if self.record.improves(value, self.record.best_seen):
+            self.record.best_seen = value
             return True
         return False
 
     def _update_totals(self) -> None:
         totals = self.meter.totals(now=self._clock())
-        before = self.record.data.get("cost", {}).get("cost_usd", 0.0)
-        self.record.data["cost"] = totals
+        before = self.record.cost.get("cost_usd", 0.0)
+        self.record.cost = totals
         if self._budget:
             for pct in self._alerts:
                 if before < self._budget * pct / 100 <= totals["cost_usd"]:
                     self._say(f"[tuner] budget alert: {pct:g}% of ${self._budget:g} spent "
                               f"(${totals['cost_usd']:.4f})")
-                    self.record.data.setdefault("budget_alerts", []).append(pct)
-                    self.tracker.log_metrics(self.record.data["parent_run_id"],
+                    self.record.budget_alerts.append(pct)
+                    self.tracker.log_metrics(self.record.parent_run_id,
                                              {"tuner.budget_used_pct": float(pct)}, 0)
 
     def save(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self._saved > 1.0:
-            self.record.data["meter"] = self.meter.to_dict()
+            self.record.meter = self.meter.to_dict()
             self.record.save()
             self._saved = now
         if self._verbose:

@@ -6,17 +6,19 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from tuner.record import finite
+
 if TYPE_CHECKING:
     import pandas as pd
 
-    from tuner.api import TuneResult
+    from tuner.result import TuneResult
 
 
 def pareto(trials: pd.DataFrame, metric: str, mode: str) -> list[str]:
     """Trial ids no other trial beats on both cost (lower) and metric."""
     sign = 1 if mode == "max" else -1
     rows = [(r.trial_id, r.cost_usd, sign * r[metric]) for _, r in trials.iterrows()
-            if _number(r.get("cost_usd")) and _number(r[metric])]
+            if finite(r.get("cost_usd")) and finite(r[metric])]
     front = []
     for tid, cost, value in rows:
         dominated = any(c <= cost and v >= value and (c < cost or v > value)
@@ -32,7 +34,7 @@ def format_table(result: TuneResult) -> str:
     frame = result.trials
     if frame.empty:
         return f"{result.path}: no trials yet"
-    rank = frame[result.metric].where(frame[result.metric].map(_number))  # NaN, inf: last
+    rank = frame[result.metric].where(frame[result.metric].map(finite))  # NaN, inf: last
     frame = frame.loc[rank.sort_values(ascending=result.mode == "min", na_position="last").index]
     keys = sorted({k for cfg in frame["config"] for k in cfg})
     rows = [["trial", "status", "iters", result.metric, "cost_usd", "wasted_usd", "market",
@@ -46,7 +48,7 @@ def format_table(result: TuneResult) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     counts = frame["status"].value_counts().to_dict()
     lines.append(f"{len(frame)} trials: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-    odd = int((frame["iterations"].gt(0) & ~frame[result.metric].map(_number)).sum())
+    odd = int((frame["iterations"].gt(0) & ~frame[result.metric].map(finite)).sum())
     if odd:
         lines.append(f"{odd} trials ended with a non-finite {result.metric} (NaN or infinite); "
                      f"they are never the best")
@@ -102,7 +104,7 @@ def plot_pareto(result: TuneResult, path: str) -> str:
     for status, marker, color in (("completed", "o", "tab:blue"), ("pruned", "x", "tab:orange"),
                                   ("failed", "s", "tab:red"), ("stopped", "^", "tab:gray")):
         part = frame[frame.status == status]
-        part = part[part.cost_usd.notna() & part[result.metric].map(_number)]
+        part = part[part.cost_usd.notna() & part[result.metric].map(finite)]
         if len(part):
             ax.scatter(part.cost_usd, part[result.metric], marker=marker, color=color,
                        label=f"{status} ({len(part)})")
@@ -119,10 +121,6 @@ def plot_pareto(result: TuneResult, path: str) -> str:
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _first_line(error: Any, width: int = 60) -> str:

@@ -65,13 +65,13 @@ def report(metrics: Mapping[str, Any], *, state: Any = None, checkpoint_every: i
     iteration = _iterations.get(trial, 0) + 1
     _iterations[trial] = iteration
     if state is None or (iteration % checkpoint_every and not _draining()):
-        engine.report(dict(metrics))
+        engine.report_to_tune(dict(metrics))
         return
     with tempfile.TemporaryDirectory(prefix="tuner-ckpt-") as directory:
         with open(os.path.join(directory, _STATE_FILE), "wb") as f:
             pickle.dump({"iteration": iteration, "state": state}, f,
                         protocol=pickle.HIGHEST_PROTOCOL)
-        engine.report(dict(metrics), checkpoint_directory=directory)
+        engine.report_to_tune(dict(metrics), checkpoint_directory=directory)
 
 
 def _draining(min_interval_s: float = 1.0) -> bool:

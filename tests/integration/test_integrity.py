@@ -20,7 +20,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import tuner
-from tests.helpers import user_env
+from tests.helpers import counting_trainable, user_env
 from tuner.errors import StudyError
 
 SPACE = {"rate": {"type": "float", "low": 0.05, "high": 1.0, "log": True}}
@@ -60,29 +60,9 @@ def test_a_study_stopped_before_tunes_first_snapshot_resumes_with_one_command(
 
 def test_resume_while_the_driver_runs_is_refused_and_the_study_is_untouched(
         ray_cluster, study_dir):
-    (study_dir / "slow.py").write_text(textwrap.dedent("""
-        import time
-        import tuner
-
-        def train(config):
-            state = tuner.load_state() or {"it": 0}
-            while state["it"] < 6:
-                time.sleep(0.5)
-                state["it"] += 1
-                tuner.report({"acc": config["q"] * state["it"]}, state=state)
-    """))
-    (study_dir / "exp.yaml").write_text(textwrap.dedent(f"""
-        trainable: slow:train
-        space: {{q: {{type: float, low: 0.1, high: 1.0}}}}
-        metric: acc
-        num_samples: 2
-        scheduler: {{max_t: 6, grace_period: 6}}
-        name: busy
-        ray_address: {ray_cluster.address!r}
-    """))
-    first = subprocess.Popen([sys.executable, "-m", "tuner.cli", "run", "exp.yaml", "--quiet"],
-                             cwd=study_dir, env=user_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    _experiment(study_dir, ray_cluster.address, iterations=6, sleep_s=0.5, num_samples=2,
+                name="busy")
+    first = _tuner(study_dir, "run", "exp.yaml", "--quiet")
     path = study_dir / "tuner_results" / "busy"
     deadline = time.monotonic() + 120
     while not (path / "tuner_study.json").exists():
@@ -100,20 +80,8 @@ def test_resume_while_the_driver_runs_is_refused_and_the_study_is_untouched(
 
 
 def test_two_studies_started_in_the_same_second_keep_their_own_records(ray_cluster, study_dir):
-    (study_dir / "quick.py").write_text(
-        "import tuner\n\ndef train(config):\n"
-        "    for i in range(2):\n        tuner.report({'acc': config['q'] * (i + 1)})\n")
-    (study_dir / "exp.yaml").write_text(textwrap.dedent(f"""
-        trainable: quick:train
-        space: {{q: {{type: float, low: 0.1, high: 1.0}}}}
-        metric: acc
-        num_samples: 3
-        scheduler: {{max_t: 2, grace_period: 2}}
-        ray_address: {ray_cluster.address!r}
-    """))
-    runs = [subprocess.Popen([sys.executable, "-m", "tuner.cli", "run", "exp.yaml", "--quiet"],
-                             cwd=study_dir, env=user_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    _experiment(study_dir, ray_cluster.address, iterations=2, sleep_s=0, num_samples=3)
+    runs = [_tuner(study_dir, "run", "exp.yaml", "--quiet") for _ in range(2)]
     for run in runs:
         out, err = run.communicate(timeout=400)
         assert run.returncode == 0, out[-2000:] + err[-2000:]
@@ -172,29 +140,9 @@ def test_resources_no_node_has_stop_the_study_at_once_with_what_the_nodes_have(
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_study_exits_130_and_resume_finishes_every_trial(
         ray_cluster, study_dir, sig):
-    (study_dir / "slowish.py").write_text(textwrap.dedent("""
-        import time
-        import tuner
-
-        def train(config):
-            state = tuner.load_state() or {"it": 0}
-            while state["it"] < 8:
-                time.sleep(0.4)
-                state["it"] += 1
-                tuner.report({"acc": config["q"] * state["it"]}, state=state)
-    """))
-    (study_dir / "exp.yaml").write_text(textwrap.dedent(f"""
-        trainable: slowish:train
-        space: {{q: {{type: float, low: 0.1, high: 1.0}}}}
-        metric: acc
-        num_samples: 3
-        scheduler: {{max_t: 8, grace_period: 8}}
-        name: cut
-        ray_address: {ray_cluster.address!r}
-    """))
-    driver = subprocess.Popen([sys.executable, "-m", "tuner.cli", "run", "exp.yaml", "--quiet"],
-                              cwd=study_dir, env=user_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    _experiment(study_dir, ray_cluster.address, iterations=8, sleep_s=0.4, num_samples=3,
+                name="cut")
+    driver = _tuner(study_dir, "run", "exp.yaml", "--quiet")
     path = study_dir / "tuner_results" / "cut"
     deadline = time.monotonic() + 120
     while not any(t["iterations"] >= 2 for t in _trials(path)):
@@ -217,6 +165,28 @@ def test_an_interrupted_study_exits_130_and_resume_finishes_every_trial(
     assert len(result.trials) == 3
     assert set(result.trials.status) == {"completed"}
     assert (result.trials.iterations == 8).all()
+
+
+def _experiment(study_dir, address: str, iterations: int, sleep_s: float, num_samples: int,
+                name: str | None = None) -> None:
+    """exp.yaml in ``study_dir``: trials counting to ``iterations`` (tests.helpers), all
+    run to the end (grace period = max_t), on the cluster at ``address``."""
+    (study_dir / "counting.py").write_text(counting_trainable(iterations, sleep_s))
+    (study_dir / "exp.yaml").write_text(textwrap.dedent(f"""
+        trainable: counting:train
+        space: {{q: {{type: float, low: 0.1, high: 1.0}}}}
+        metric: acc
+        num_samples: {num_samples}
+        scheduler: {{max_t: {iterations}, grace_period: {iterations}}}
+        ray_address: {address!r}
+    """) + (f"name: {name}\n" if name else ""))
+
+
+def _tuner(study_dir, *args: str) -> subprocess.Popen:
+    """`tuner ARGS` started in ``study_dir`` as from a user's shell."""
+    return subprocess.Popen([sys.executable, "-m", "tuner.cli", *args], cwd=study_dir,
+                            env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def _trials(path) -> list[dict]:

@@ -11,7 +11,7 @@ import pytest
 
 from tuner.api import TuneResult
 from tuner.errors import StudyError
-from tuner.record import StudyRecord
+from tuner.record import StudyRecord, TrialEntry, TrialStatus
 from tuner.study import check_metric
 
 
@@ -22,9 +22,9 @@ def write_study(tmp_path, trials, mode="max", **fields):
         mlflow_uri="http://alice:s3cret@mlflow.example:5000", mlflow_experiment="study",
         parent_run_id="p1", settings={}, **fields)
     for trial_id, (status, acc, iterations, error) in trials.items():
-        entry = record.trial(trial_id)
-        entry.update(status=status, metric=acc, iterations=iterations, error=error,
-                     config={"lr": 0.1})
+        record.trials[trial_id] = TrialEntry(trial_id, TrialStatus(status), metric=acc,
+                                             iterations=iterations, error=error,
+                                             config={"lr": 0.1})
     record.save()
     return record.path
 

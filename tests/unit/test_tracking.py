@@ -184,7 +184,7 @@ def test_a_study_ends_even_when_its_final_flush_fails(tmp_path, monkeypatch):
 
     monkeypatch.setattr(book.tracker._client, "log_batch", refuse)
     assert _within(10, lambda: book.experiment_ended(["t1"])) is None
-    assert StudyRecord.load(record.path).trials["t1"]["status"] == "interrupted"
+    assert StudyRecord.load(record.path).trials["t1"].status == "interrupted"
     error = _within(10, flush_all)
     assert isinstance(error, StudyError) and "writes failed" in str(error)
 

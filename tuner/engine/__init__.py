@@ -23,7 +23,7 @@ from tuner.engine.run import (
     trial_slots,
 )
 from tuner.engine.search import optuna_storage, user_metrics
-from tuner.engine.trial import current_trial_id, get_checkpoint, node_is_draining, report
+from tuner.engine.trial import current_trial_id, get_checkpoint, node_is_draining, report_to_tune
 
 __all__ = [
     "can_restore",
@@ -33,7 +33,7 @@ __all__ = [
     "get_checkpoint",
     "node_is_draining",
     "optuna_storage",
-    "report",
+    "report_to_tune",
     "resume_study",
     "run_study",
     "trial_slots",

@@ -18,7 +18,7 @@ NODE_ID = "node_id"
 BUSY_S = "node_busy_s"
 
 
-def report(metrics: dict[str, Any], checkpoint_directory: str | None = None) -> None:
+def report_to_tune(metrics: dict[str, Any], checkpoint_directory: str | None = None) -> None:
     """``tune.report``, with an optional checkpoint directory to persist."""
     checkpoint = Checkpoint.from_directory(checkpoint_directory) if checkpoint_directory else None
     tune.report(metrics, checkpoint=checkpoint)

@@ -12,10 +12,12 @@ processes it started.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +65,6 @@ class LocalSpotCluster:
         self._act = act_on_notices
         self.market = SpotMarket(hazard_per_hour, notice_s, seed)
         self._workers: dict[str, _Worker] = {}
-        self._deadlines: dict[str, float] = {}  # node -> real time its notice expires
         self._lock = threading.Lock()
         self._started = 0.0
         self._added = 0
@@ -113,10 +114,6 @@ class LocalSpotCluster:
         with self._lock:
             return [n for n, w in self._workers.items() if w.kind.market == "spot"]
 
-    def preempt(self, node_id: str, in_s: float) -> None:
-        """Issue a notice to one node now, for termination ``in_s`` real seconds later."""
-        self._notice(node_id, time.time() + in_s)
-
     def _add(self, kind: WorkerType) -> str:
         self._added += 1
         node = self.cluster.add_node(
@@ -141,33 +138,42 @@ class LocalSpotCluster:
     def _notice(self, node_id: str, at: float) -> None:
         with self._lock:
             worker = self._workers.get(node_id)
-            if worker is None or worker.imds is None:
-                return
-            self._deadlines[node_id] = at
+        if worker is None or worker.imds is None:
+            return
         worker.imds.issue(at)
         self.events.append((time.time(), "notice", node_id))
 
-    def tick(self) -> None:
-        """One step of the market: notices, drains, kills and replacements.
+    def run(self, stop: threading.Event, on_event: Callable[[str, str], None],
+            interval_s: float = 0.25) -> None:
+        """Run the market until ``stop`` is set: :meth:`tick` every ``interval_s``, each new
+        event (``up``, ``notice``, ``killed``; node id) told to ``on_event``. Call it from
+        the main thread (Ray starts nodes there only)."""
+        told = 0
+        while not stop.is_set():
+            self.tick()
+            # a node Ray starts installs its own SIGTERM handler: keep ours
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            for _, event, node in self.events[told:]:
+                on_event(event, node)
+            told = len(self.events)
+            stop.wait(interval_s)
 
-        Call it from the main thread (Ray starts nodes there only), e.g. every 0.25 s.
-        """
+    def tick(self) -> None:
+        """One step of the market: notices, drains, kills and replacements."""
         now = time.time()
         events = self.market.step(self.spot_nodes(), (now - self._started) * self._scale)
         for node_id, sim_when in events.notices.items():
             self._notice(node_id, self._started + sim_when / self._scale)
         with self._lock:
             watchers = [w.watcher for w in self._workers.values() if w.watcher]
-            due = [n for n, t in self._deadlines.items() if t <= now]
         for watcher in watchers:
             watcher.poll()
-        for node_id in due:
+        for node_id in events.kills:
             self._kill_and_replace(node_id)
 
     def _kill_and_replace(self, node_id: str) -> None:
         with self._lock:
             worker = self._workers.pop(node_id, None)
-            self._deadlines.pop(node_id, None)
         if worker is None:
             return
         self.cluster.remove_node(worker.node, allow_graceful=False)

@@ -1,0 +1,69 @@
+"""What a study found: :class:`TuneResult`, read back from its record."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from tuner.record import StudyRecord
+
+TRIAL_COLUMNS = ["trial_id", "status", "iterations", "metric", "best_metric", "cost_usd",
+                 "wasted_usd", "lost_iterations", "market", "instance_type", "preemptions",
+                 "restarts", "restarted_at", "mlflow_run_id", "config", "error"]
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """What a study found, read back from its record."""
+
+    path: str
+    name: str
+    metric: str
+    mode: str
+    best_trial_id: str | None
+    best_config: dict[str, Any] | None
+    best_metric: float | None
+    mlflow_uri: str
+    parent_run_id: str
+    trials: pd.DataFrame  # one row per trial: TRIAL_COLUMNS, the metric named as the study's
+    cost: dict[str, float]  # cost_usd, wasted_usd, useful_usd, idle_usd, cluster_usd, ...
+    cost_to_best_usd: float | None = None
+    stop_reason: str | None = None
+    state: str = "finished"  # or "running" (a driver has it), "interrupted" (resume it)
+
+    @classmethod
+    def load(cls, path: str) -> TuneResult:
+        """Read the result of the study written to ``path`` (finished or not)."""
+        return cls.from_record(StudyRecord.load(os.path.abspath(path)))
+
+    @classmethod
+    def from_record(cls, record: StudyRecord) -> TuneResult:
+        rows = [{c: getattr(t, c) for c in TRIAL_COLUMNS} for t in record.trials.values()]
+        for row in rows:
+            row["status"] = row["status"].value
+        frame = pd.DataFrame(rows, columns=TRIAL_COLUMNS).rename(
+            columns={"metric": record.metric, "best_metric": f"best_{record.metric}"})
+        best = record.best()
+        return cls(
+            path=record.path, name=record.name, metric=record.metric, mode=record.mode,
+            best_trial_id=best.trial_id if best else None,
+            best_config=dict(best.config) if best else None,
+            best_metric=best.metric if best else None, mlflow_uri=record.mlflow_uri,
+            parent_run_id=record.parent_run_id, trials=frame, cost=dict(record.cost),
+            cost_to_best_usd=record.cost_to_best_usd, stop_reason=record.stop_reason,
+            state=record.state.value)
+
+    def table(self) -> str:
+        """The per-trial table, the Pareto set, the cost and how the study ended."""
+        from tuner.summary import format_table
+
+        return format_table(self)
+
+    def why_no_best(self) -> str | None:
+        """Why no trial has a usable value of the metric (one line), or None if one has."""
+        from tuner.summary import no_usable_metric
+
+        return no_usable_metric(self)
