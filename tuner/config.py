@@ -24,6 +24,7 @@ from tuner.tracking import masked
 
 RESERVED_PREFIX = "tuner."
 DEFAULT_REGION = "us-east-1"
+BUDGET_SCOPES = ("cluster", "trials")
 # Resources Ray names in lower case in `tune.with_resources`; others are custom resources.
 _RAY_RESOURCES = ("cpu", "gpu", "memory")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -61,6 +62,7 @@ class StudySettings:
     prices: str | None = None  # a price CSV replacing the shipped catalog
     live_prices: bool = False  # lay current AWS prices (cached an hour) over the catalog
     budget_usd: float | None = None
+    budget_scope: str = "cluster"  # what budget_usd caps: the cluster's bill, or "trials" only
     budget_alerts: tuple[float, ...] = (50, 80, 100)  # percent of budget_usd
     seconds_per_iteration: float | None = None  # for `tuner estimate`
 
@@ -122,6 +124,10 @@ class StudySettings:
                               or not 0 < b < math.inf):
             raise bad("budget_usd", f"must be a finite number of dollars > 0 (or null for no "
                       f"budget), got {b!r}")
+        if self.budget_scope not in BUDGET_SCOPES:
+            raise bad("budget_scope", f"must be one of {', '.join(BUDGET_SCOPES)} ('cluster': "
+                      f"the bill while the study runs, head and idle nodes included; 'trials': "
+                      f"the trials' own dollars), got {self.budget_scope!r}")
         alerts = self.budget_alerts
         if not isinstance(alerts, (list, tuple)) or not all(
                 isinstance(a, (int, float)) and not isinstance(a, bool) and 0 < a <= 100

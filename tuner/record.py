@@ -107,6 +107,7 @@ class StudyRecord:
     best_seen: float | None = None
     budget_alerts: list[float] = field(default_factory=list)
     meter: dict[str, Any] = field(default_factory=dict)  # CostMeter.to_dict()
+    idle_by_kind: dict[str, list[float]] = field(default_factory=dict)  # kind: [idle $, share]
     price_note: str = ""
     schema: int = SCHEMA
 
@@ -174,6 +175,13 @@ class StudyRecord:
         from tuner.config import settings_from
 
         return settings_from(self.settings, os.path.join(self.path, RECORD_FILE))
+
+    @property
+    def budget_scope(self) -> str | None:
+        """What ``budget_usd`` capped ("cluster" or "trials"), None without a budget."""
+        if not self.settings.get("budget_usd"):
+            return None
+        return str(self.settings.get("budget_scope", "cluster"))
 
     def counts(self) -> dict[str, int]:
         out = {s.value: 0 for s in TrialStatus}

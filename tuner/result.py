@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -33,6 +33,8 @@ class TuneResult:
     cost_to_best_usd: float | None = None
     stop_reason: str | None = None
     state: str = "finished"  # or "running" (a driver has it), "interrupted" (resume it)
+    budget_scope: str | None = None  # what budget_usd capped: "cluster" or "trials"
+    idle_by_kind: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str) -> TuneResult:
@@ -54,7 +56,8 @@ class TuneResult:
             best_metric=best.metric if best else None, mlflow_uri=record.mlflow_uri,
             parent_run_id=record.parent_run_id, trials=frame, cost=dict(record.cost),
             cost_to_best_usd=record.cost_to_best_usd, stop_reason=record.stop_reason,
-            state=record.state.value)
+            state=record.state.value, budget_scope=record.budget_scope,
+            idle_by_kind={k: (v[0], v[1]) for k, v in record.idle_by_kind.items()})
 
     def table(self) -> str:
         """The per-trial table, the Pareto set, the cost and how the study ended."""

@@ -77,9 +77,12 @@ class StudyBook:
         self._cpus = float(resources.get("cpu", 1.0))
         self._gpus = float(resources.get("gpu", 0.0))
         self._budget = settings.budget_usd
+        self._scope = settings.budget_scope  # "cluster": the bill; "trials": trial dollars
+        self._max_iteration_s = 0.0
         self._alerts = sorted(settings.budget_alerts)
         self.record.price_note = self.price_note
         self._clock = clock
+        self._since = clock()  # this driver's start: nodes count from here at the earliest
         self._verbose = verbose
         self._progress = _Progress(self.record)
         self._saved = 0.0
@@ -99,7 +102,8 @@ class StudyBook:
                 self.tracker.start_trial(parent, self.record.name, trial_id, {},
                                          run_id=run_id)
                 self.tracker.end_run(trial_id, entry.status.value,
-                                     {"tuner.iterations": entry.iterations})
+                                     {"tuner.iterations": entry.iterations},
+                                     ended=entry.ended_at)
 
     # --- nodes and money ---------------------------------------------------------------
 
@@ -120,7 +124,8 @@ class StudyBook:
                               f"pricing unlabelled nodes as {info.instance_type} "
                               f"{info.market.value} in {info.region} (default_instance_type, "
                               f"default_market, region)")
-                self.meter.node_up(info, launched_at(node) or now)
+                # the bill while the study runs: a node up before it counts from its start
+                self.meter.node_up(info, max(launched_at(node) or now, self._since))
         for node_id in self.meter.live_nodes:
             if node_id not in alive:
                 self.meter.node_down(node_id, now)
@@ -128,18 +133,33 @@ class StudyBook:
     def knows_node(self, node_id: str) -> bool:
         return self.meter.node(node_id) is not None
 
+    def spent(self) -> float:
+        """What ``budget_usd`` caps, so far: the cluster's bill since the study started
+        (its scope "cluster"), or the trials' dollars (scope "trials")."""
+        if self._scope == "cluster":
+            return self.meter.cluster_usd(self._clock())
+        return float(self.record.cost.get("cost_usd", 0.0))
+
+    def _next_iteration_usd(self) -> float:
+        """The most the next iteration could add to what the budget caps."""
+        if self._scope == "cluster":  # the whole cluster runs on while it does
+            return self.meter.cluster_usd_per_second() * self._max_iteration_s
+        return self._max_iteration_usd
+
     def over_budget(self) -> bool:
         """True once the next iteration could take spending past ``budget_usd``."""
         if not self._budget:
             return False
-        spent = self.record.cost.get("cost_usd", 0.0)
-        if spent + self._max_iteration_usd < self._budget:
+        spent = self.spent()
+        if spent + self._next_iteration_usd() < self._budget:
             return False
         if self.record.stop_reason != "budget":
             self.record.stop_reason = "budget"
-            self._say(f"[tuner] budget: ${spent:.4f} of ${self._budget:g} spent; the next "
-                      f"iteration could pass it, so the study stops scheduling work")
-            self.tracker.set_tags(self.record.parent_run_id, {"tuner.stop_reason": "budget"})
+            self._say(f"[tuner] budget: {self._scope} ${spent:.4f} of ${self._budget:g} spent; "
+                      f"the next iteration could pass it, so the study stops scheduling work")
+            self.tracker.set_tags(self.record.parent_run_id, {"tuner.stop_reason": "budget",
+                                                              "tuner.budget_scope": self._scope})
+            self._update_totals()
             self.save(force=True)
         return True
 
@@ -158,12 +178,13 @@ class StudyBook:
         elif not entry.restarting:  # started again by `tuner resume`
             entry.restarts += 1
             entry.restarting = True
-        self._track(trial_id, fresh)
+        self._track(trial_id, fresh, started=self._clock())
         entry.status = TrialStatus.RUNNING
         self.save()
 
-    def _track(self, trial_id: str, fresh: bool = False) -> None:
-        """Make sure the tracker writes this trial's run (new, or the recorded one)."""
+    def _track(self, trial_id: str, fresh: bool = False, started: float | None = None) -> None:
+        """Make sure the tracker writes this trial's run (new, or the recorded one), which
+        starts at ``started`` (when Tune started the trial; default: now)."""
         if self.tracker.has_trial(trial_id):
             return
         entry = self.record.trial(trial_id)
@@ -173,7 +194,7 @@ class StudyBook:
         self.tracker.start_trial(
             self.record.parent_run_id, self.record.name, trial_id, entry.config,
             run_id=entry.mlflow_run_id, again=not fresh or bool(self.record.resumes),
-            on_created=created)
+            on_created=created, started=started)
 
     def trial_recovering(self, trial_id: str, error: str, failures: int) -> None:
         """The trial was lost and will be retried from its last checkpoint.
@@ -209,6 +230,7 @@ class StudyBook:
             usd = self.meter.charge(trial_id, node_id, step, seconds, end=self._clock(),
                                     cpus=self._cpus, gpus=self._gpus)
             self._max_iteration_usd = max(self._max_iteration_usd, usd)
+            self._max_iteration_s = max(self._max_iteration_s, seconds)
             cost = self.meter.trials[trial_id]
             info = self.meter.node(node_id)
             assert info is not None  # knows_node
@@ -239,7 +261,8 @@ class StudyBook:
         self.tracker.end_run(trial_id, status.value, {
             "tuner.iterations": entry.iterations, "tuner.restarts": entry.restarts,
             "tuner.preempted": str(entry.preemptions > 0).lower(),
-            "tuner.market": entry.market or "", "tuner.instance_type": entry.instance_type or ""})
+            "tuner.market": entry.market or "", "tuner.instance_type": entry.instance_type or ""},
+            ended=entry.ended_at)
         self.save(force=True)
 
     def experiment_ended(self, unfinished: Sequence[str]) -> None:
@@ -251,6 +274,8 @@ class StudyBook:
             if trial_id in self.record.trials and not self.finished(trial_id):
                 self.trial_ended(trial_id, cut)
         self._update_totals()
+        self.record.idle_by_kind = {k: list(v) for k, v in
+                                    self.meter.idle_by_kind(self._clock()).items()}
         try:
             self.tracker.flush()  # the runs' ids are in the record once it is saved
         except StudyError:
@@ -267,13 +292,14 @@ class StudyBook:
 
     def _update_totals(self) -> None:
         totals = self.meter.totals(now=self._clock())
-        before = self.record.cost.get("cost_usd", 0.0)
+        key = "cluster_usd" if self._scope == "cluster" else "cost_usd"
+        before = self.record.cost.get(key, 0.0)
         self.record.cost = totals
         if self._budget:
             for pct in self._alerts:
-                if before < self._budget * pct / 100 <= totals["cost_usd"]:
+                if before < self._budget * pct / 100 <= totals[key]:
                     self._say(f"[tuner] budget alert: {pct:g}% of ${self._budget:g} spent "
-                              f"(${totals['cost_usd']:.4f})")
+                              f"({self._scope} ${totals[key]:.4f})")
                     self.record.budget_alerts.append(pct)
                     self.tracker.log_metrics(self.record.parent_run_id,
                                              {"tuner.budget_used_pct": float(pct)}, 0)

@@ -14,6 +14,40 @@ if TYPE_CHECKING:
     from tuner.result import TuneResult
 
 
+def cost_lines(result: TuneResult) -> list[str]:
+    """The two headlines, side by side: what the trials cost and what the cluster cost while
+    the study ran, each against the same at on-demand prices; then idle by node kind."""
+    c = result.cost
+    if not c:
+        return []
+    usd = money
+    lines = [
+        f"Trials cost   {usd(c['cost_usd'])} (on-demand {usd(c['on_demand_equiv_usd'])}, "
+        f"saved {c['savings_pct']:.1f}%); {usd(c['wasted_usd'])} of it redone after restarts",
+        f"Cluster bill  {usd(c['cluster_usd'])} while the study ran (on-demand "
+        f"{usd(c.get('cluster_on_demand_usd', c['cluster_usd']))}, saved "
+        f"{c.get('cluster_savings_pct', 0.0):.1f}%): head, workers and idle time included; "
+        f"{usd(c['idle_usd'])} idle"]
+    if result.idle_by_kind:
+        lines.append("Idle share    " + ", ".join(
+            f"{kind} {100 * share:.0f}% ({usd(idle)})"
+            for kind, (idle, share) in result.idle_by_kind.items()))
+    return lines
+
+
+def money(usd: float) -> str:
+    """Dollars as people read them: cents for amounts of a dollar or more, else four
+    significant digits in plain decimals (``$0.0008197``), never ``8.197e-05``."""
+    if not finite(usd):
+        return "-"
+    if abs(usd) >= 1:
+        return f"${usd:,.2f}"
+    if usd == 0:
+        return "$0"
+    digits = max(2, 3 - math.floor(math.log10(abs(usd))))
+    return f"${usd:.{digits}f}"
+
+
 def pareto(trials: pd.DataFrame, metric: str, mode: str) -> list[str]:
     """Trial ids no other trial beats on both cost (lower) and metric."""
     sign = 1 if mode == "max" else -1
@@ -55,14 +89,10 @@ def format_table(result: TuneResult) -> str:
     front = pareto(frame, result.metric, result.mode)
     if front:
         lines.append(f"Pareto set ({result.metric} vs $): " + ", ".join(front))
-    c = result.cost
-    if c:
-        lines.append(
-            f"Cost: ${c['cost_usd']:.6f} spent (${c['wasted_usd']:.6f} wasted), "
-            f"${c['idle_usd']:.6f} idle, cluster ${c['cluster_usd']:.6f}; on-demand equivalent "
-            f"${c['on_demand_equiv_usd']:.6f} (savings {c['savings_pct']:.1f}%)")
+    lines += cost_lines(result)
     if result.stop_reason == "budget":
-        lines.append("The study finished: budget spent (stop reason budget)")
+        lines.append(f"The study finished: budget spent (stop reason budget, on the "
+                     f"{result.budget_scope or 'cluster'}'s dollars)")
     elif result.stop_reason:
         lines.append(f"Stopped early: {result.stop_reason}")
     elif result.state != "finished":

@@ -120,14 +120,52 @@ class CostMeter:
         return usd
 
     def totals(self, now: float) -> dict[str, float]:
-        """Study totals in $: cost (all charged), wasted, useful, idle, cluster, on-demand equiv."""
+        """Study totals in $, two headlines and their parts:
+
+        * the trials: ``cost_usd`` (all charged, waste included), ``wasted_usd``,
+          ``useful_usd``, and ``on_demand_equiv_usd`` (the same node-seconds on demand);
+        * the cluster while the study ran (what the bill says): ``cluster_usd`` (every
+          node's uptime, head and idle included), ``idle_usd``, and
+          ``cluster_on_demand_usd`` (the same nodes for the same time on demand).
+        """
         cost = sum(t.cost_usd for t in self.trials.values())
         wasted = sum(t.wasted_usd for t in self.trials.values())
         cluster, idle = self.node_bill(now)
+        cluster_on_demand = self.cluster_usd(now, on_demand=True)
         on_demand = sum(t.on_demand_usd for t in self.trials.values())
         return {"cost_usd": cost, "wasted_usd": wasted, "useful_usd": cost - wasted,
-                "idle_usd": idle, "cluster_usd": cluster, "on_demand_equiv_usd": on_demand,
-                "savings_pct": 100.0 * (1 - cost / on_demand) if on_demand else 0.0}
+                "on_demand_equiv_usd": on_demand, "savings_pct": _saved(cost, on_demand),
+                "idle_usd": idle, "cluster_usd": cluster,
+                "cluster_on_demand_usd": cluster_on_demand,
+                "cluster_savings_pct": _saved(cluster, cluster_on_demand)}
+
+    def cluster_usd(self, now: float, on_demand: bool = False) -> float:
+        """Every node's uptime up to ``now`` at its price (or its on-demand price): the bill
+        so far, cheap enough to ask at every step."""
+        total = 0.0
+        for node in self._nodes.values():
+            end = node.down if node.down is not None else now
+            rate = node.info.usd_per_hour
+            if on_demand and node.info.on_demand_usd_per_hour:
+                rate = node.info.on_demand_usd_per_hour
+            total += max(0.0, end - node.up) * rate / 3600.0
+        return total
+
+    def cluster_usd_per_second(self) -> float:
+        """What the live nodes cost per second now."""
+        return sum(n.info.usd_per_hour for n in self._nodes.values() if n.down is None) / 3600
+
+    def idle_by_kind(self, now: float) -> dict[str, tuple[float, float]]:
+        """Per node kind (``"c5.xlarge spot"``): (idle $, idle share of that kind's $)."""
+        kinds: dict[str, list[float]] = {}
+        for node_id, node in self._nodes.items():
+            cluster, idle = self.node_bill(now, {node_id})
+            kind = kinds.setdefault(f"{node.info.instance_type} {node.info.market.value}",
+                                    [0.0, 0.0])
+            kind[0] += idle
+            kind[1] += cluster
+        return {k: (idle, idle / cluster if cluster else 0.0)
+                for k, (idle, cluster) in sorted(kinds.items())}
 
     def node_bill(self, now: float, node_ids: set[str] | None = None) -> tuple[float, float]:
         """(cluster $, idle $) of the given nodes (default: all) up to ``now``."""
@@ -146,6 +184,11 @@ class CostMeter:
         node = self._nodes[node_id]
         rate = node.info.usd_per_hour / 3600.0
         return sum((end - start) * share * rate for start, end, share in node.busy)
+
+
+def _saved(paid: float, on_demand: float) -> float:
+    """Percent saved against on-demand (0 when there is nothing to compare)."""
+    return 100.0 * (1 - paid / on_demand) if on_demand else 0.0
 
 
 def _idle_seconds(up: float, down: float, busy: list[tuple[float, float, float]]) -> float:
