@@ -38,6 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("file")
     p = sub.add_parser("report", help="print the per-trial table of a study")
     p.add_argument("path", help="the study directory, e.g. tuner_results/<name>")
+    p.add_argument("--aws", action="store_true",
+                   help="also list the AWS cluster's instances (lifecycle, type, uptime) next "
+                        "to our figures (the study's aws_cluster, or --cluster)")
+    p.add_argument("--cluster", help="the Ray cluster_name on AWS (default: aws_cluster)")
     p = sub.add_parser("estimate", help="expected $ and time of a study, before it runs")
     p.add_argument("experiment", help="experiment YAML")
     p.add_argument("--seconds-per-iteration", type=float,
@@ -158,10 +162,45 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from tuner.record import StudyRecord
     from tuner.result import TuneResult
 
     print(TuneResult.load(args.path).table())
+    if args.aws:
+        settings = StudyRecord.load(os.path.abspath(args.path)).study_settings()
+        cluster = args.cluster or settings.aws_cluster
+        if not cluster:
+            raise ConfigError("--aws", "", "which cluster? pass --cluster NAME (the cluster_name "
+                              "of your launcher YAML), or set aws_cluster in the experiment")
+        _aws_report(cluster, settings.region, settings.prices)
     return 0
+
+
+def _aws_report(cluster: str, region: str, prices: str | None) -> None:
+    """The cluster's instances as AWS lists them, priced from the catalog, to set beside
+    the study's own figures."""
+    from datetime import UTC, datetime
+
+    from tuner.cost.catalog import Market, PriceCatalog
+    from tuner.cost.live import cluster_instances
+    from tuner.summary import money
+
+    catalog, now = PriceCatalog.load(prices), datetime.now(UTC)
+    rows = [["instance", "type", "lifecycle", "zone", "launched (UTC)", "uptime h", "at catalog $",
+             "study tag"]]
+    total = 0.0
+    for i in cluster_instances(cluster, region):
+        hours = i.uptime_s(now) / 3600
+        usd = hours * catalog.get(i.instance_type, region).hourly(Market(i.lifecycle))
+        total += usd
+        rows.append([i.instance_id, i.instance_type, i.lifecycle, i.zone,
+                     i.launched.strftime("%Y-%m-%d %H:%M"), f"{hours:.2f}", money(usd),
+                     i.study or "-"])
+    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+    print(f"\nAWS: {len(rows) - 1} instances of cluster {cluster!r} in {region} "
+          f"(since launch, at catalog prices: {money(total)})")
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _summary(result: object) -> int:
@@ -190,6 +229,7 @@ def _estimate(args: argparse.Namespace) -> int:
     from tuner.errors import ConfigError
     from tuner.estimate import estimate, measured_seconds_per_iteration
     from tuner.record import StudyRecord
+    from tuner.summary import money
 
     exp = load_experiment(args.experiment)
     spi, source = args.seconds_per_iteration, "declared on the command line"
@@ -209,9 +249,12 @@ def _estimate(args: argparse.Namespace) -> int:
           f"({source})")
     print(f"on {e.instance_type} in {e.region}, {e.concurrency} trials at a time: "
           f"about {e.wall_seconds / 60:.1f} min")
+    print(f"  {'workers':9}  {'trials':>12}  {'cluster bill':>12}")
     for market, usd in e.usd.items():
-        print(f"  {market:9}  ${usd:.4g}")
-    print("(trial time only: idle nodes and restarts add to it)")
+        bill = (e.cluster_usd or {}).get(market, 0.0)
+        print(f"  {market:9}  {money(usd):>12}  {money(bill):>12}")
+    print(f"(trials: their node-seconds; cluster bill: {e.workers} x {e.instance_type} workers "
+          f"and an on-demand {e.instance_type} head for the whole study; restarts add to both)")
     return 0
 
 

@@ -65,6 +65,7 @@ class StudySettings:
     budget_scope: str = "cluster"  # what budget_usd caps: the cluster's bill, or "trials" only
     budget_alerts: tuple[float, ...] = (50, 80, 100)  # percent of budget_usd
     seconds_per_iteration: float | None = None  # for `tuner estimate`
+    aws_cluster: str | None = None  # the Ray cluster_name on AWS: tag its instances with the study
 
     def __post_init__(self) -> None:
         self.validate(_BUILDING)
@@ -148,7 +149,7 @@ class StudySettings:
             if ours is None:  # the price file itself is bad
                 raise
             raise bad(ours, exc.message) from None
-        for key in ("mlflow_uri", "mlflow_experiment", "ray_address", "prices"):
+        for key in ("mlflow_uri", "mlflow_experiment", "ray_address", "prices", "aws_cluster"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value):
                 raise bad(key, f"must be a non-empty string or null, got {value!r}")

@@ -22,9 +22,12 @@ class Estimate:
     seconds_per_iteration: float
     concurrency: int
     wall_seconds: float
-    usd: dict[str, float]  # market -> dollars
+    usd: dict[str, float]  # market -> the trials' dollars
     instance_type: str
     region: str
+    workers: int = 1  # nodes of instance_type the concurrent trials fill
+    cluster_usd: dict[str, float] | None = None  # market of the workers -> the bill: workers
+    # and an on-demand head of instance_type, for the study's wall time
 
 
 def rungs(max_t: int, grace_period: int, reduction_factor: float) -> list[float]:
@@ -56,8 +59,12 @@ def estimate(settings: StudySettings, seconds_per_iteration: float,
         settings.max_t, settings.grace_period, settings.reduction_factor)
     seconds = iterations * seconds_per_iteration
     usd = {m.value: seconds * price.hourly(m) / 3600 * share for m in Market}
-    return Estimate(iterations, seconds_per_iteration, concurrency, seconds / concurrency, usd,
-                    price.instance_type, price.region)
+    wall = seconds / concurrency
+    workers = max(1, math.ceil(concurrency * share))
+    head = wall * price.hourly(Market.ON_DEMAND) / 3600
+    cluster = {m.value: head + workers * wall * price.hourly(m) / 3600 for m in Market}
+    return Estimate(iterations, seconds_per_iteration, concurrency, wall, usd,
+                    price.instance_type, price.region, workers, cluster)
 
 
 def measured_seconds_per_iteration(meter_data: dict) -> float | None:

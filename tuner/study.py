@@ -90,6 +90,23 @@ class StudyBook:
         self._warned_unlabelled = False
         if self.record.resumes:
             self._close_finished_runs()
+        if settings.aws_cluster:
+            self._tag_cluster(settings.aws_cluster, settings.region)
+
+    def _tag_cluster(self, cluster: str, region: str) -> None:
+        """Tag the AWS cluster's instances with this study (a cost-allocation tag), so AWS
+        Cost Explorer groups the bill by study; a failure is a warning, not a stop."""
+        from tuner.cost.live import STUDY_TAG, tag_study
+
+        try:
+            ids = tag_study(cluster, self.record.name, region)
+        except Exception as exc:  # no credentials, no permission, throttled
+            self._say(f"[tuner] warning: could not tag the instances of cluster {cluster!r} "
+                      f"with {STUDY_TAG}={self.record.name} ({type(exc).__name__}: {exc}); "
+                      f"the bill will not be grouped by study")
+            return
+        self._say(f"[tuner] tagged {len(ids)} instances of cluster {cluster!r} with "
+                  f"{STUDY_TAG}={self.record.name}")
 
     def _close_finished_runs(self) -> None:
         """End the runs of trials that finished just before the driver died, their end

@@ -33,6 +33,20 @@ def test_dollars_scale_with_price_and_share():
     assert e.concurrency == 4 and e.wall_seconds == pytest.approx(seconds / 4)
 
 
+def test_the_cluster_bill_counts_the_head_and_whole_workers_for_the_study():
+    settings = StudySettings(metric="acc", num_samples=10, max_t=9, grace_period=1,
+                             default_instance_type="c5.xlarge", resources_per_trial={"cpu": 1},
+                             max_concurrent_trials=6)  # 6 one-CPU trials: two 4-vCPU workers
+    e = estimate(settings, seconds_per_iteration=36.0)
+    price = PriceCatalog.load().get("c5.xlarge", "us-east-1")
+    hours = e.wall_seconds / 3600
+    assert e.workers == 2
+    assert e.cluster_usd["spot"] == pytest.approx(
+        hours * (price.on_demand_usd_hour + 2 * price.spot_usd_hour))
+    assert e.cluster_usd["on-demand"] == pytest.approx(hours * 3 * price.on_demand_usd_hour)
+    assert all(e.cluster_usd[m] > e.usd[m] for m in e.usd)  # the bill is more than the trials
+
+
 def test_cli_estimate_needs_seconds_per_iteration(tmp_path):
     exp = tmp_path / "exp.yaml"
     exp.write_text(open(os.path.join(ROOT, "examples", "digits_mlp.yaml")).read()

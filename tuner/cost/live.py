@@ -1,9 +1,13 @@
-"""Live AWS prices, at the edge: the one module that imports ``boto3``.
+"""AWS, at the edge: the one module that imports ``boto3``.
 
-Spot prices come from EC2 ``describe_spot_price_history`` (the latest price in each
-availability zone; the cheapest zone is what a spot fleet across zones pays), on-demand
-prices from the Pricing API where the credentials allow. Results are cached on disk for
-an hour. Any failure falls back to the catalog and says so.
+Live prices: spot prices come from EC2 ``describe_spot_price_history`` (the latest price in
+each availability zone; the cheapest zone is what a spot fleet across zones pays),
+on-demand prices from the Pricing API where the credentials allow. Results are cached on
+disk for an hour. Any failure falls back to the catalog and says so.
+
+The bill: a Ray cluster's instances (the autoscaler tags them ``ray-cluster-name``) with
+their lifecycle, type and uptime, and the study tag ``spot-tuner:study`` a study puts on
+them while it runs, so AWS Cost Explorer groups the bill as the MLflow runs do.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import os
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -140,3 +145,60 @@ def study_catalog(prices: str | None, region: str, live: bool) -> tuple[PriceCat
     if not live:
         return catalog, f"catalog prices from {os.path.basename(catalog.path)}"
     return live_catalog(catalog, region)
+
+
+# --- the cluster's instances, and the study tag --------------------------------------------
+
+CLUSTER_TAG = "ray-cluster-name"  # set by Ray's AWS node provider on every node
+STUDY_TAG = "spot-tuner:study"  # a cost-allocation tag: the study a node worked for
+
+
+@dataclass(frozen=True)
+class Instance:
+    instance_id: str
+    instance_type: str
+    lifecycle: str  # spot | on-demand
+    zone: str
+    launched: datetime
+    state: str
+    study: str | None  # the STUDY_TAG's value, if any
+
+    def uptime_s(self, now: datetime) -> float:
+        return max(0.0, (now - self.launched).total_seconds())
+
+
+def cluster_instances(cluster: str, region: str, client: Any = None) -> list[Instance]:
+    """The instances of the Ray cluster named ``cluster`` (its launcher YAML's
+    ``cluster_name``), running or not yet terminated."""
+    client = client or _ec2(region)
+    found = []
+    pages = client.get_paginator("describe_instances").paginate(Filters=[
+        {"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster]},
+        {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])
+    for page in pages:
+        for reservation in page["Reservations"]:
+            for item in reservation["Instances"]:
+                tags = {t["Key"]: t["Value"] for t in item.get("Tags", [])}
+                found.append(Instance(
+                    item["InstanceId"], item["InstanceType"],
+                    "spot" if item.get("InstanceLifecycle") == "spot" else "on-demand",
+                    item["Placement"]["AvailabilityZone"], item["LaunchTime"],
+                    item["State"]["Name"], tags.get(STUDY_TAG)))
+    return sorted(found, key=lambda i: i.launched)
+
+
+def tag_study(cluster: str, study: str, region: str, client: Any = None) -> list[str]:
+    """Put ``STUDY_TAG=study`` on the cluster's instances; returns their ids. Tags are
+    hourly in Cost Explorer: a node shared by two studies in one hour is billed to the study
+    that tagged it last."""
+    client = client or _ec2(region)
+    ids = [i.instance_id for i in cluster_instances(cluster, region, client)]
+    if ids:
+        client.create_tags(Resources=ids, Tags=[{"Key": STUDY_TAG, "Value": study}])
+    return ids
+
+
+def _ec2(region: str) -> Any:
+    import boto3
+
+    return boto3.client("ec2", region_name=region)
