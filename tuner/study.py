@@ -78,7 +78,9 @@ class StudyBook:
         self._gpus = float(resources.get("gpu", 0.0))
         self._budget = settings.budget_usd
         self._scope = settings.budget_scope  # "cluster": the bill; "trials": trial dollars
-        self._max_iteration_s = 0.0
+        # what the longest and the dearest iteration took, restored on resume
+        self._max_iteration_s, self._max_iteration_usd = \
+            self.meter.longest_and_dearest_iteration()
         self._alerts = sorted(settings.budget_alerts)
         self.record.price_note = self.price_note
         self._clock = clock
@@ -86,7 +88,6 @@ class StudyBook:
         self._verbose = verbose
         self._progress = _Progress(self.record)
         self._saved = 0.0
-        self._max_iteration_usd = 0.0
         self._warned_unlabelled = False
         if self.record.resumes:
             self._close_finished_runs()

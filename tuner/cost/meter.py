@@ -179,6 +179,15 @@ class CostMeter:
             idle += _idle_seconds(node.up, end, node.busy) * rate
         return cluster, idle
 
+    def longest_and_dearest_iteration(self) -> tuple[float, float]:
+        """(seconds, $) of the longest and of the dearest iteration charged so far: what a
+        driver that takes a study over needs to judge its budget from the first step."""
+        seconds = max((end - start for node in self._nodes.values()
+                       for start, end, _ in node.busy), default=0.0)
+        usd = max((usd for trial in self.trials.values() for usd in trial.iterations.values()),
+                  default=0.0)
+        return seconds, usd
+
     def charged_on(self, node_id: str) -> float:
         """$ charged to trials on one node (re-runs included)."""
         node = self._nodes[node_id]

@@ -8,6 +8,7 @@ drain and checkpoints every iteration until the node is gone.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import time
 from collections.abc import Callable
@@ -31,7 +32,8 @@ class PreemptionWatcher:
             return True
         try:
             notice = self._metadata.notice()
-        except OSError as exc:  # the endpoint hiccuped: try again next poll
+        except (OSError, ValueError, KeyError, http.client.HTTPException) as exc:
+            # the endpoint hiccuped or answered garbled: try again next poll
             log.warning("instance metadata unreachable: %s", exc)
             return False
         if notice is None:
