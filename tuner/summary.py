@@ -75,7 +75,7 @@ def format_table(result: TuneResult) -> str:
              "restarts", *keys, "error"]]
     for _, t in frame.iterrows():
         rows.append([t["trial_id"], t["status"], str(t["iterations"]), _fmt(t[result.metric], 4),
-                     _fmt(t["cost_usd"], 6), _fmt(t["wasted_usd"], 6), t["market"] or "-",
+                     money(t["cost_usd"]), money(t["wasted_usd"]), _text(t["market"]),
                      str(t["restarts"]), *(_fmt(t["config"].get(k)) for k in keys),
                      _first_line(t["error"])])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -123,34 +123,125 @@ def no_usable_metric(result: TuneResult) -> str | None:
 
 
 def plot_pareto(result: TuneResult, path: str) -> str:
-    """Draw metric against $ per trial, completed and pruned apart, the front joined."""
+    """Draw metric against $ per trial: the marker says how it ended (completed, pruned, ...),
+    the colour on which market it ran (spot, on-demand); the front joined, the best labelled,
+    dollars on the axis as :func:`money` writes them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     frame = result.trials
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    for status, marker, color in (("completed", "o", "tab:blue"), ("pruned", "x", "tab:orange"),
-                                  ("failed", "s", "tab:red"), ("stopped", "^", "tab:gray")):
-        part = frame[frame.status == status]
-        part = part[part.cost_usd.notna() & part[result.metric].map(finite)]
-        if len(part):
-            ax.scatter(part.cost_usd, part[result.metric], marker=marker, color=color,
-                       label=f"{status} ({len(part)})")
+    frame = frame[frame.cost_usd.map(finite) & frame[result.metric].map(finite)]
+    market = frame.market.where(frame.market.isin(list(_MARKET_COLORS)), "unknown")
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    handles = []
+    for status, marker in _STATUS_MARKERS.items():
+        for kind, color in _MARKET_COLORS.items():
+            here = frame[(frame.status == status) & (market == kind)]
+            if len(here):
+                ax.scatter(here.cost_usd, here[result.metric], marker=marker, color=color, s=40,
+                           alpha=0.85, zorder=3)
+        if (frame.status == status).any():
+            handles.append(Line2D([], [], linestyle="", marker=marker, color="dimgray",
+                                  label=f"{status} ({int((frame.status == status).sum())})"))
+    for kind, color in _MARKET_COLORS.items():
+        if (market == kind).any():
+            handles.append(Line2D([], [], linestyle="", marker="s", color=color,
+                                  label=f"{kind} ({int((market == kind).sum())})"))
     front = frame.set_index("trial_id").loc[pareto(frame, result.metric, result.mode)]
     if len(front):
         ax.step(front.cost_usd, front[result.metric], where="post", color="black",
-                linewidth=1, label="Pareto front")
-    ax.set_xlabel("trial cost (USD)")
+                linewidth=1, zorder=2)
+        handles.append(Line2D([], [], color="black", linewidth=1, label="Pareto front"))
+    best = frame[frame.trial_id == result.best_trial_id]
+    if len(best):
+        row = best.iloc[0]
+        ax.scatter([row.cost_usd], [row[result.metric]], s=220, facecolors="none",
+                   edgecolors="crimson", linewidths=1.8, zorder=4)
+        ax.annotate(f"best: {row.trial_id}\n{result.metric} {row[result.metric]:.4g}, "
+                    f"{money(row.cost_usd)}", (row.cost_usd, row[result.metric]),
+                    xytext=(-12, -10), textcoords="offset points", ha="right", va="top",
+                    fontsize=8, color="crimson",
+                    bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "crimson", "lw": 0.6},
+                    arrowprops={"arrowstyle": "-", "color": "crimson", "lw": 0.8})
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6, min_n_ticks=3))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _tick(x)))
+    ax.set_xlim(left=0)
+    ax.set_xlabel("trial cost (US dollars)")
     ax.set_ylabel(result.metric)
-    ax.set_title(f"{result.metric} against cost, study {result.name}")
+    ax.set_title(f"{result.metric} against cost, study {result.name}", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(handles=handles, loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+_STATUS_MARKERS = {"completed": "o", "pruned": "x", "failed": "s", "stopped": "^",
+                   "interrupted": "v", "running": "."}
+_MARKET_COLORS = {"spot": "tab:green", "on-demand": "tab:purple", "unknown": "tab:gray"}
+
+
+def _tick(usd: float) -> str:
+    """An axis tick in dollars: :func:`money`, without trailing zeros (``$0.000025``)."""
+    text = money(usd)
+    return text.rstrip("0").rstrip(".") if "." in text and abs(usd) < 1 else text
+
+
+def pareto_note(result: TuneResult, urls: dict[str, str]) -> str:
+    """The study run's description in MLflow (markdown): links to the cost chart and the
+    runs, the Pareto set (trial, metric, dollars, market) and the totals."""
+    lines = [f"**{result.name}**: {result.metric} ({result.mode}) against trial cost"]
+    if urls:
+        lines.append(" · ".join(f"[{label}]({urls[key]})" for key, label in (
+            ("cost", f"{result.metric} against cost (chart)"), ("runs", "all runs"))
+            if key in urls))
+    frame = result.trials
+    front = pareto(frame, result.metric, result.mode) if not frame.empty else []
+    if front:
+        rows = frame.set_index("trial_id").loc[front]
+        lines += ["", f"Pareto set ({len(front)} of {len(frame)} trials, cheapest first):", "",
+                  f"| trial | {result.metric} | dollars | market | status |",
+                  "|---|---:|---:|---|---|"]
+        for trial_id, t in rows.head(_NOTE_ROWS).iterrows():
+            best = " (best)" if trial_id == result.best_trial_id else ""
+            lines.append(f"| {trial_id}{best} | {t[result.metric]:.4g} | {money(t.cost_usd)} | "
+                         f"{t.market or '-'} | {t.status} |")
+        if len(rows) > _NOTE_ROWS:
+            lines.append(f"| ... {len(rows) - _NOTE_ROWS} more (tuner report) | | | | |")
+    if result.cost:
+        lines += ["", *(f"{line}  " for line in cost_lines(result))]
+    return "\n".join(lines)[:7999]  # MLflow's limit on a tag's value: 8000 characters
+
+
+_NOTE_ROWS = 40
+
+
+def mlflow_lines(result: TuneResult) -> list[str]:
+    """Where the study is in MLflow, and the links to open: its runs, and its trials'
+    metric against dollars (read from the store; none when it cannot be read)."""
+    from tuner.tracking import UI_ADDRESS, masked, study_urls
+
+    uri = masked(result.mlflow_uri)
+    lines = [f"MLflow: parent run {result.parent_run_id} in {uri}"]
+    urls = study_urls(result.mlflow_uri, result.parent_run_id) if result.parent_run_id else {}
+    if not uri.startswith(("http://", "https://")):
+        lines.append(f"  start the UI: mlflow ui --backend-store-uri {uri} --port "
+                     f"{UI_ADDRESS.rsplit(':', 1)[1]}  (in this checkout: make ui)")
+    if "cost" in urls:
+        lines.append(f"  {result.metric} against cost: {urls['cost']}")
+    if "runs" in urls:
+        lines.append(f"  runs: {urls['runs']}")
+    return lines
+
+
+def _text(value: Any) -> str:
+    """A text cell: "-" for nothing (None, or pandas' NaN for a missing string)."""
+    return value if isinstance(value, str) and value else "-"
 
 
 def _first_line(error: Any, width: int = 60) -> str:
