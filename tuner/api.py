@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
 from typing import Any
 
-from tuner.config import StudySettings, import_trainable, settings_from
+from tuner.config import StudySettings, import_trainable, settings_from, with_overrides
 from tuner.errors import ConfigError, StudyError, TunerError
 from tuner.lock import LOCK_FILE, StudyLock
 from tuner.record import OPTUNA_JOURNAL, RECORD_FILE, StudyRecord, StudyState
@@ -137,7 +137,8 @@ def absolute_uri(uri: str) -> str:
 
 
 def resume(path: str, trainable: Callable[..., Any] | None = None,
-           ray_address: str | None = None, verbose: bool = True) -> TuneResult:
+           ray_address: str | None = None, verbose: bool = True,
+           budget_usd: float | None = None) -> TuneResult:
     """Continue the study at ``path`` after its driver stopped (killed, crashed, interrupted).
 
     Finished trials are not run again; running ones restart from their last checkpoint;
@@ -150,6 +151,17 @@ def resume(path: str, trainable: Callable[..., Any] | None = None,
         record = StudyRecord.load(path)
         source = os.path.join(path, RECORD_FILE)
         settings = record.study_settings()
+        if budget_usd is not None:  # checked as the command line's, then kept in the record
+            settings = with_overrides(settings, "command line", budget_usd=budget_usd)
+            record.settings["budget_usd"] = settings.budget_usd
+            record.stop_reason = None
+        elif record.stop_reason == "budget":
+            spent = record.cost.get("cluster_usd" if settings.budget_scope == "cluster"
+                                    else "cost_usd", 0.0)
+            raise StudyError(
+                f"{path}: the study finished at its budget ({settings.budget_scope} "
+                f"${spent:.4g} of ${settings.budget_usd:g}); to go on, raise it: "
+                f"`tuner resume {path} --budget-usd <more>` (tuner.resume(..., budget_usd=...))")
         if trainable is None:
             ref = record.trainable
             if not ref:
@@ -233,6 +245,10 @@ def _close(path: str, tracker: Tracker) -> None:
 
         with tempfile.TemporaryDirectory() as tmp:
             tracker.log_artifact(parent, plot_pareto(result, os.path.join(tmp, "pareto.png")))
+    from tuner.summary import pareto_note
+    from tuner.tracking import NOTE_TAG  # the run's description: the Pareto set, the chart link
+
+    tags[NOTE_TAG] = pareto_note(result, tracker.urls(parent))
     tracker.end_run(parent, "completed" if finished else "interrupted", tags)
     flush_all()
 

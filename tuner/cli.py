@@ -34,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("resume", help="continue a study whose driver stopped")
     p.add_argument("path", help="the study directory, e.g. tuner_results/<name>")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--budget-usd", type=float, metavar="USD",
+                   help="raise the study's budget (a study stopped by its budget goes on)")
     p = sub.add_parser("validate", help="check an experiment or search space YAML")
     p.add_argument("file")
     p = sub.add_parser("report", help="print the per-trial table of a study")
@@ -42,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="also list the AWS cluster's instances (lifecycle, type, uptime) next "
                         "to our figures (the study's aws_cluster, or --cluster)")
     p.add_argument("--cluster", help="the Ray cluster_name on AWS (default: aws_cluster)")
+    p = sub.add_parser("dashboard", help="open optuna-dashboard on a study's Optuna journal")
+    p.add_argument("path", help="the study directory, e.g. tuner_results/<name>")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
     p = sub.add_parser("estimate", help="expected $ and time of a study, before it runs")
     p.add_argument("experiment", help="experiment YAML")
     p.add_argument("--seconds-per-iteration", type=float,
@@ -135,7 +141,7 @@ def _run(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace) -> int:
     from tuner import api
 
-    return _summary(api.resume(args.path, verbose=not args.quiet))
+    return _summary(api.resume(args.path, verbose=not args.quiet, budget_usd=args.budget_usd))
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -164,8 +170,11 @@ def _validate(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from tuner.record import StudyRecord
     from tuner.result import TuneResult
+    from tuner.summary import mlflow_lines
 
-    print(TuneResult.load(args.path).table())
+    result = TuneResult.load(args.path)
+    print(result.table())
+    print("\n" + "\n".join(mlflow_lines(result)))  # the runs, and metric against cost
     if args.aws:
         settings = StudyRecord.load(os.path.abspath(args.path)).study_settings()
         cluster = args.cluster or settings.aws_cluster
@@ -206,7 +215,7 @@ def _aws_report(cluster: str, region: str, prices: str | None) -> None:
 def _summary(result: object) -> int:
     """Print the table and the best trial; exit 1 when no trial has a usable metric value."""
     from tuner.result import TuneResult
-    from tuner.tracking import masked
+    from tuner.summary import mlflow_lines
 
     assert isinstance(result, TuneResult)
     print(result.table())
@@ -216,12 +225,46 @@ def _summary(result: object) -> int:
     else:
         print(f"\nBest {result.metric}: {result.best_metric} (trial {result.best_trial_id})")
         print(f"Best config: {result.best_config}")
-    uri = masked(result.mlflow_uri)
-    print(f"MLflow: parent run {result.parent_run_id} in {uri}\n"
-          f"  open it with: mlflow ui --backend-store-uri {uri}  (or `make ui`)")
+    print("\n".join(mlflow_lines(result)))
     if result.state == "interrupted":
         return _EXIT_INTERRUPTED
     return 0 if why is None else _EXIT_STUDY
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    """Serve optuna-dashboard (an optional dependency) on the study's Optuna journal: trials
+    COMPLETE or PRUNED, with their intermediate values, as the study told Optuna."""
+    import importlib.util
+    import warnings
+
+    from tuner.record import OPTUNA_JOURNAL, StudyRecord
+
+    record = StudyRecord.load(os.path.abspath(args.path))
+    journal = record.optuna_storage or os.path.join(record.path, OPTUNA_JOURNAL)
+    if not os.path.exists(journal):
+        raise TunerError(f"{args.path}: no Optuna journal at {journal} (the study has not "
+                         f"started a trial yet)")
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        raise TunerError("optuna-dashboard is not installed; install it with: pip install -c "
+                         "constraints.txt 'spot-tuner[ui]'  (or: pip install optuna-dashboard)")
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+    from optuna_dashboard import run_server
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(journal))
+    for summary in optuna.get_all_study_summaries(storage):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        if study.metric_names is None and len(study.directions) == 1:
+            with warnings.catch_warnings():  # "experimental" since Optuna 3.2
+                warnings.simplefilter("ignore")
+                study.set_metric_names([record.metric])  # the value axis says what it is
+    print(f"optuna-dashboard on {journal}: http://{args.host}:{args.port}/  (Ctrl-C stops it)",
+          flush=True)
+    try:
+        run_server(storage, host=args.host, port=args.port)
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def _estimate(args: argparse.Namespace) -> int:
@@ -366,7 +409,7 @@ def _prices(args: argparse.Namespace) -> int:
 
 _COMMANDS = {"run": _run, "resume": _resume, "validate": _validate, "report": _report,
              "prices": _prices, "estimate": _estimate,
-             "watch-preemption": _watch, "cluster": _cluster}
+             "watch-preemption": _watch, "cluster": _cluster, "dashboard": _dashboard}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -35,7 +35,7 @@ def cli(capsys, monkeypatch, command, path):
     from tuner import api
     from tuner.cli import main
 
-    monkeypatch.setattr(api, "resume", lambda p, verbose=True: TuneResult.load(p))
+    monkeypatch.setattr(api, "resume", lambda p, **_: TuneResult.load(p))
     monkeypatch.setattr(api, "run", lambda *a, **k: TuneResult.load(path))
     argv = [command, path]
     if command == "run":
@@ -125,7 +125,7 @@ def test_a_study_stopped_by_its_budget_is_reported_finished(tmp_path, capsys, mo
     for command in ("report", "run", "resume"):
         code, out, _ = cli(capsys, monkeypatch, command, path)
         assert code == 0
-        assert "The study finished: budget spent (stop reason budget)" in out
+        assert "The study finished: budget spent (stop reason budget" in out
         assert "did not finish" not in out and "tuner resume" not in out
 
 
@@ -157,3 +157,22 @@ def test_numbers_of_any_kind_pass_the_metric_check():
     for value in (1, 0.5, math.nan, np.float32(0.5), np.int64(3)):
         check_metric("t", "acc", {"acc": value})
     check_metric("t", "acc", {"loss": "x"})  # not the study metric: not ours to judge
+
+
+def test_resuming_a_study_stopped_by_its_budget_says_how_to_raise_it(tmp_path, capsys):
+    from tuner.cli import main
+
+    path = write_study(tmp_path, {"t1": ("completed", 0.9, 3, None),
+                                  "t2": ("stopped", 0.4, 1, None)}, stop_reason="budget",
+                       state="finished", cost={"cluster_usd": 0.0102, "cost_usd": 0.004})
+    record = StudyRecord.load(path)
+    record.settings.update(metric="acc", budget_usd=0.01)
+    record.save()
+    assert main(["resume", path]) == 1
+    err = capsys.readouterr().err
+    assert "finished at its budget (cluster $0.0102 of $0.01)" in err
+    assert f"tuner resume {path} --budget-usd <more>" in err
+    assert main(["resume", path, "--budget-usd", "-1"]) == 2
+    assert "command line: budget_usd: must be a finite number of dollars > 0" in \
+        capsys.readouterr().err
+    assert StudyRecord.load(path).settings["budget_usd"] == 0.01  # a refused raise changes nothing
