@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install demo test test-fast lint lock ui clean cluster-local bench bench-quick
+.PHONY: install demo test test-fast lint lock ui dashboard ui-test clean cluster-local bench bench-quick
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,22 +46,46 @@ lint: $(STAMP)
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet --upgrade pip
-	.lock-venv/bin/python -m pip install --quiet '.[dev,examples]'
+	.lock-venv/bin/python -m pip install --quiet '.[dev,examples,ui,bench]'
 	{ sed -n '/^#/p' constraints.txt; .lock-venv/bin/python -m pip freeze --exclude-editable | \
 	    grep -vE '^(spot-tuner|pip|setuptools|wheel)=='; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt && rm -rf .lock-venv
 
+# The MLflow UI on MLFLOW_DB (default: the demo's store) at http://127.0.0.1:5000, the address
+# the links tuner prints point at: one web worker, none of MLflow's job-execution workers.
+MLFLOW_DB ?= mlflow.db
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server \
+	    --backend-store-uri sqlite:///$(abspath $(MLFLOW_DB)) --host 127.0.0.1 --port 5000 --workers 1
 
+# optuna-dashboard on a study's Optuna journal: make dashboard STUDY=tuner_results/<name>
+dashboard: $(STAMP)
+	@test -n "$(STUDY)" || { echo "usage: make dashboard STUDY=tuner_results/<name>" >&2; exit 2; }
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[ui]'
+	$(BIN)/tuner dashboard $(STUDY)
+
+# The MLflow UI in headless Chromium (Debian's, installed here when missing and root): runs
+# a small study (or takes STUDY=tuner_results/<name>), serves its store, follows the links
+# tuner prints; screenshots in ui-test/.
+ui-test: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[ui]'
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	    apt-get install -y -qq chromium >/dev/null; } || \
+	    { echo "ui-test needs Chromium: apt-get install chromium" >&2; exit 2; }
+	$(BIN)/python tests/browser/check_ui.py --out ui-test $(if $(STUDY),--study $(STUDY))
+
+# The LCBench protocol (benchmarks/protocol.py) and the real-Ray agreement check; the
+# system benchmarks (overhead, spot, real compute) with ARGS=--system. Writes benchmarks/RESULTS.md.
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
+	$(BIN)/python -m benchmarks.run $(ARGS)
 
 bench-quick: $(STAMP)
-	$(BIN)/python -m benchmarks.run --quick
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
+	$(BIN)/python -m benchmarks.run --quick $(ARGS)
 
 cluster-local: $(STAMP)
 	$(BIN)/tuner cluster up --local --hazard $(HAZARD) --dashboard
 
 clean:
-	rm -rf tuner_results mlflow.db mlartifacts mlruns tuner-cluster.log
+	rm -rf tuner_results mlflow.db mlartifacts mlruns tuner-cluster.log ui-test

@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 
 import tuner
+from tuner.summary import mlflow_lines
 
 SPACE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "search_spaces", "mlp.yaml")
 _DATA: dict[str, np.ndarray] = {}
@@ -85,8 +86,7 @@ def main() -> None:
         raise SystemExit(f"no best trial: {why}")
     print(f"\nBest val_accuracy: {result.best_metric:.4f} (trial {result.best_trial_id})")
     print(f"Best config: {result.best_config}")
-    print(f"MLflow: parent run {result.parent_run_id} in experiment {result.name!r}; "
-          f"browse it with `make ui`")
+    print("\n".join(mlflow_lines(result)))  # the runs, and val_accuracy against cost
 
 if __name__ == "__main__":
     main()

@@ -18,6 +18,7 @@ from tuner.cost.meter import CostMeter
 from tuner.cost.nodes import launched_at, node_info
 from tuner.errors import StudyError
 from tuner.record import StudyRecord, TrialStatus
+from tuner.summary import money
 from tuner.tracking import Tracker
 
 
@@ -51,7 +52,7 @@ class _Progress:
             line += f" | best {self._record.metric}={best.metric:.4g} ({best.trial_id})"
         cost = self._record.cost.get("cost_usd")
         if cost is not None:
-            line += f" | ${cost:.4g} spent"
+            line += f" | {money(cost)} spent"
         key = (finished, None if best is None else best.trial_id)
         now = time.monotonic()
         if key != self._last_key or (line != self._last_line and

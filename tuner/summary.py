@@ -210,7 +210,7 @@ def pareto_note(result: TuneResult, urls: dict[str, str]) -> str:
         for trial_id, t in rows.head(_NOTE_ROWS).iterrows():
             best = " (best)" if trial_id == result.best_trial_id else ""
             lines.append(f"| {trial_id}{best} | {t[result.metric]:.4g} | {money(t.cost_usd)} | "
-                         f"{t.market or '-'} | {t.status} |")
+                         f"{_text(t.market)} | {t.status} |")
         if len(rows) > _NOTE_ROWS:
             lines.append(f"| ... {len(rows) - _NOTE_ROWS} more (tuner report) | | | | |")
     if result.cost:

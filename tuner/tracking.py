@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import json
 import os
 import queue
 import sys
@@ -25,6 +26,14 @@ from typing import Any
 from tuner.errors import StudyError
 
 PARENT_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"  # a run's description (markdown) in the UI
+# How the UI's kind selector records a training ("Machine learning") experiment. MLflow 3.17's
+# UI decides the landing page from its workflow switch (the URL's workflowType, else the
+# browser's last choice, else GenAI), not from this tag: every URL we print says
+# workflowType=machine_learning, and the tag keeps the kind for UIs that read it.
+EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `make ui` serves a local store
+_VIEW_TAG = "mlflow.sharedViewState."  # experiment tag + key: a view the UI's Share button saves
 _STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
            "stopped": "KILLED", "interrupted": "KILLED", "running": "RUNNING"}
 
@@ -69,6 +78,85 @@ def _probe(uri: str, timeout_s: float = 5.0) -> None:
         raise StudyError(masked(uri, f"MLflow tracking store {uri!r} is not usable "
                                      f"(unreachable: {reason}); start the server or pass "
                                      f"another mlflow_uri (e.g. sqlite:///mlflow.db)")) from None
+
+
+def ui_address(uri: str) -> str:
+    """Where the MLflow UI of the store ``uri`` is: the tracking server itself (without
+    credentials), else the address `make ui` serves it on."""
+    if not uri.startswith(("http://", "https://")):
+        return UI_ADDRESS
+    parts = urllib.parse.urlsplit(uri)
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2],
+                                                  query="", fragment="")).rstrip("/")
+
+
+def runs_url(uri: str, experiment_id: str) -> str:
+    """The experiment's runs table (the UI would otherwise open on its GenAI overview)."""
+    return f"{ui_address(uri)}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def cost_view_url(uri: str, experiment_id: str, parent_run_id: str) -> str:
+    """The experiment's chart view on the study's trials: the scatter of the metric against
+    ``tuner.cost_usd`` that :meth:`Tracker.share_cost_view` saved."""
+    return (runs_url(uri, experiment_id) + "&compareRunsMode=CHART&viewStateShareKey="
+            + _view_key(parent_run_id))
+
+
+def _view_key(parent_run_id: str) -> str:
+    return f"tuner-cost-{parent_run_id}"
+
+
+def _cost_view(parent_run_id: str, study: str, metric: str, mode: str, trials: int) -> str:
+    """The UI state (MLflow 3.17's runs page, as its Share button saves it) that shows a
+    study's trial runs, best first, and one chart: ``metric`` against ``tuner.cost_usd``.
+
+    The UI's own format, not a documented API: the browser check (``make ui-test``) proves it
+    against the pinned MLflow. A view the UI cannot read shows an error banner and the
+    plain runs page.
+    """
+    section, chart = f"tuner-{parent_run_id[:8]}-section", f"tuner-{parent_run_id[:8]}-scatter"
+    columns = [f"metrics.`{metric}`", "metrics.`tuner.cost_usd`", "tags.`tuner.status`",
+               "tags.`tuner.market`", "tags.`tuner.instance_type`", "metrics.`tuner.wasted_usd`"]
+    state = {
+        "searchFilter": f"tags.`{PARENT_TAG}` = '{parent_run_id}'",  # the trials, flat:
+        "orderByKey": f"metrics.`{metric}`", "orderByAsc": mode == "min",  # sorted, not nested
+        "startTime": "ALL", "lifecycleFilter": "Active", "modelVersionFilter": "All Runs",
+        "datasetsFilter": [],
+        "selectedColumns": columns, "runsHiddenMode": "SHOW_ALL", "hideEmptyCharts": True,
+        "compareRunSections": [{"uuid": section, "name": f"Cost against {metric}",
+                                "display": True, "isReordered": False, "deleted": False,
+                                "isGenerated": False, "columns": 1, "cardHeight": 520}],
+        "compareRunCharts": [{"uuid": chart, "type": "SCATTER", "metricSectionId": section,
+                              "deleted": False, "isGenerated": False,
+                              "displayName": f"{metric} against trial cost (USD), {study}",
+                              "runsCountToCompare": max(100, trials),
+                              "xaxis": {"key": "tuner.cost_usd", "type": "METRIC"},
+                              "yaxis": {"key": metric, "type": "METRIC"}}],
+    }
+    now = int(time.time() * 1000)
+    return json.dumps({"name": f"{study}: {metric} against cost", "createdAt": now,
+                       "updatedAt": now, "state": json.dumps(state)})
+
+
+def study_urls(uri: str, parent_run_id: str) -> dict[str, str]:
+    """The UI's links to a study (``runs``, and ``cost`` where its chart view was saved),
+    read from the store; empty when it cannot be read (a stopped server, a moved file): what
+    prints them goes on without."""
+    try:
+        _probe(uri, timeout_s=2.0)
+        client = _client(uri)
+        experiment_id = client.get_run(parent_run_id).info.experiment_id
+        urls = {"runs": runs_url(uri, experiment_id)}
+        if _VIEW_TAG + _view_key(parent_run_id) in client.get_experiment(experiment_id).tags:
+            urls["cost"] = cost_view_url(uri, experiment_id, parent_run_id)
+        return urls
+    except Exception:  # unreachable, deleted run, another store: no links
+        return {}
+
+
+def _ms(epoch_s: float) -> int:
+    """Epoch seconds as MLflow's epoch milliseconds."""
+    return round(epoch_s * 1000)
 
 
 def _line(exc: BaseException) -> str:
@@ -160,8 +248,12 @@ class Tracker:
         try:
             with _schema_lock(self.uri):  # two studies may share an experiment
                 found = self._client.get_experiment_by_name(experiment)
-                self.experiment_id = (found.experiment_id if found is not None
-                                      else self._client.create_experiment(experiment))
+                self.experiment_id = (found.experiment_id if found is not None else
+                                      self._client.create_experiment(
+                                          experiment, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND}))
+                if found is not None and EXPERIMENT_KIND_TAG not in found.tags:
+                    self._client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG,
+                                                    TRAINING_KIND)  # made before tuner set it
         except Exception as exc:  # unreachable server, bad URI, locked file, ...
             raise StudyError(self._hide(
                 f"MLflow tracking store {self.uri!r} is not usable ({_line(exc)}); start the "
@@ -174,10 +266,31 @@ class Tracker:
                                       tags={"tuner.kind": "study", "tuner.study": name})
         run_id = run.info.run_id
         self._log_batch(run_id, params=params)
+        metric = str(params.get("metric", ""))
+        if metric:  # the chart view, and a description linking to it until the study ends
+            self.share_cost_view(run_id, name, metric, str(params.get("mode", "max")),
+                                 int(params.get("num_samples", 0) or 0))
+            urls = self.urls(run_id)
+            self._client.set_tag(run_id, NOTE_TAG,
+                                 f"**{name}**: [{metric} against cost]({urls['cost']}) · "
+                                 f"[all runs]({urls['runs']})")
         self._client.log_dict(run_id, dict(space), "space.yaml")
         self._client.log_dict(run_id, {k: v if isinstance(v, (str, int, float, bool)) else str(v)
                                        for k, v in params.items()}, "config.yaml")
         return run_id
+
+    def share_cost_view(self, parent_run_id: str, study: str, metric: str, mode: str,
+                        trials: int) -> None:
+        """Save the chart view of the study's trials, ``metric`` against ``tuner.cost_usd``,
+        that :func:`cost_view_url` opens (an experiment tag, as the UI's Share button saves
+        one; it also lists under the experiment's saved views)."""
+        self._client.set_experiment_tag(self.experiment_id, _VIEW_TAG + _view_key(parent_run_id),
+                                        _cost_view(parent_run_id, study, metric, mode, trials))
+
+    def urls(self, parent_run_id: str) -> dict[str, str]:
+        """``runs``: the experiment's runs table; ``cost``: the study's cost chart."""
+        return {"runs": runs_url(self.uri, self.experiment_id),
+                "cost": cost_view_url(self.uri, self.experiment_id, parent_run_id)}
 
     def reopen_study(self, run_id: str) -> None:
         self._client.update_run(run_id, status="RUNNING")
@@ -191,17 +304,20 @@ class Tracker:
     def start_trial(self, parent_run_id: str, study: str, trial_id: str,
                     params: Mapping[str, Any], run_id: str | None = None,
                     on_created: Callable[[str], None] | None = None,
-                    again: bool = False) -> None:
+                    again: bool = False, started: float | None = None) -> None:
         """Open the trial's nested run, or reattach to ``run_id`` after a restart.
 
         ``again``: the trial ran before this driver and its run id was not recorded; its
         run may exist (the driver died between creating it and saving the record).
+        ``started``: when Tune started the trial (epoch seconds; default: now), the run's
+        start time, though the writer creates the run later.
         """
         self._trials.add(trial_id)
         if run_id is not None:
             self._runs[trial_id] = run_id
             return
-        self._put(("start", trial_id, parent_run_id, study, dict(params), on_created, again))
+        self._put(("start", trial_id, parent_run_id, study, dict(params), on_created, again,
+                   _ms(time.time() if started is None else started)))
 
     def open_trial_runs(self, parent_run_id: str) -> dict[str, str]:
         """Trial id -> run id of the study's trial runs still marked running in the store."""
@@ -224,11 +340,13 @@ class Tracker:
     def set_tags(self, ref: str, tags: Mapping[str, Any]) -> None:
         self._put(("tags", ref, {k: str(v) for k, v in tags.items()}))
 
-    def end_run(self, ref: str, status: str, tags: Mapping[str, Any] = {}) -> None:
-        """Close a run; ``status`` is one of completed, pruned, failed, stopped, running."""
+    def end_run(self, ref: str, status: str, tags: Mapping[str, Any] = {},
+                ended: float | None = None) -> None:
+        """Close a run; ``status`` is one of completed, pruned, failed, stopped, running.
+        ``ended``: when it ended (epoch seconds; default: now), its end time in MLflow."""
         self.set_tags(ref, {"tuner.status": status, **tags})
         if status != "running":
-            self._put(("end", ref, _STATUS[status]))
+            self._put(("end", ref, _STATUS[status], _ms(time.time() if ended is None else ended)))
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Wait until everything queued is in the store, at most ``timeout_s`` seconds
@@ -321,7 +439,7 @@ class Tracker:
                     gather(run_id)["tags"].update(op[2])
                 elif kind == "end":
                     write(run_id)
-                    self._client.set_terminated(run_id, op[2])
+                    self._client.set_terminated(run_id, op[2], end_time=op[3])
             except Exception as exc:  # the store refused or vanished: say so once, go on
                 self._fail(exc)
         write()
@@ -329,7 +447,7 @@ class Tracker:
     def _create_trial_run(self, trial_id: str, parent_run_id: str, study: str,
                           params: dict[str, Any],
                           on_created: Callable[[str], None] | None,
-                          again: bool) -> tuple[str, bool]:
+                          again: bool, start_ms: int) -> tuple[str, bool]:
         """The trial's run id, and whether it was created now (not found from before)."""
         found = self._client.search_runs(
             [self.experiment_id], max_results=1,
@@ -339,7 +457,7 @@ class Tracker:
             run_id = found[0].info.run_id
         else:
             run = self._client.create_run(
-                self.experiment_id, run_name=trial_id,
+                self.experiment_id, run_name=trial_id, start_time=start_ms,
                 tags={PARENT_TAG: parent_run_id, "tuner.kind": "trial", "tuner.study": study,
                       "tuner.trial_id": trial_id})
             run_id = run.info.run_id

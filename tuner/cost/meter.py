@@ -197,7 +197,7 @@ class CostMeter:
 
 def _saved(paid: float, on_demand: float) -> float:
     """Percent saved against on-demand (0 when there is nothing to compare)."""
-    return 100.0 * (1 - paid / on_demand) if on_demand else 0.0
+    return round(100.0 * (1 - paid / on_demand), 6) + 0.0 if on_demand else 0.0  # no "-0.0"
 
 
 def _idle_seconds(up: float, down: float, busy: list[tuple[float, float, float]]) -> float:

@@ -64,6 +64,8 @@ class _Search(OptunaSearch):
         ray_compat.require_fields(self, ray_compat.OPTUNA_SEARCH_FIELDS)
         self._asha = asha
         self._reported: dict[str, int] = {}  # trial id -> last step told to Optuna
+        if self._ot_study is not None and self._ot_study.metric_names is None:
+            self._ot_study.set_metric_names([str(self.metric)])  # optuna-dashboard's axis
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if self.metric not in result:
