@@ -224,7 +224,8 @@ _NOTE_ROWS = 40
 def mlflow_lines(result: TuneResult) -> list[str]:
     """Where the study is in MLflow, and the links to open: its runs, and its trials'
     metric against dollars (read from the store; none when it cannot be read)."""
-    from tuner.tracking import UI_ADDRESS, masked, study_urls
+    from tuner.mlflow_ui import UI_ADDRESS
+    from tuner.tracking import masked, study_urls
 
     uri = masked(result.mlflow_uri)
     lines = [f"MLflow: parent run {result.parent_run_id} in {uri}"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
-import json
 import os
 import queue
 import sys
@@ -24,16 +23,21 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from tuner.errors import StudyError
+from tuner.mlflow_ui import (
+    PARENT_TAG,
+    VIEW_TAG,
+    cost_view_state,
+    cost_view_url,
+    runs_url,
+    view_key,
+)
 
-PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"  # a run's description (markdown) in the UI
 # How the UI's kind selector records a training ("Machine learning") experiment. MLflow 3.17's
 # UI decides the landing page from its workflow switch (the URL's workflowType, else the
 # browser's last choice, else GenAI), not from this tag: every URL we print says
 # workflowType=machine_learning, and the tag keeps the kind for UIs that read it.
 EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
-UI_ADDRESS = "http://127.0.0.1:5000"  # where `make ui` serves a local store
-_VIEW_TAG = "mlflow.sharedViewState."  # experiment tag + key: a view the UI's Share button saves
 _STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
            "stopped": "KILLED", "interrupted": "KILLED", "running": "RUNNING"}
 
@@ -80,64 +84,6 @@ def _probe(uri: str, timeout_s: float = 5.0) -> None:
                                      f"another mlflow_uri (e.g. sqlite:///mlflow.db)")) from None
 
 
-def ui_address(uri: str) -> str:
-    """Where the MLflow UI of the store ``uri`` is: the tracking server itself (without
-    credentials), else the address `make ui` serves it on."""
-    if not uri.startswith(("http://", "https://")):
-        return UI_ADDRESS
-    parts = urllib.parse.urlsplit(uri)
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2],
-                                                  query="", fragment="")).rstrip("/")
-
-
-def runs_url(uri: str, experiment_id: str) -> str:
-    """The experiment's runs table (the UI would otherwise open on its GenAI overview)."""
-    return f"{ui_address(uri)}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-
-
-def cost_view_url(uri: str, experiment_id: str, parent_run_id: str) -> str:
-    """The experiment's chart view on the study's trials: the scatter of the metric against
-    ``tuner.cost_usd`` that :meth:`Tracker.share_cost_view` saved."""
-    return (runs_url(uri, experiment_id) + "&compareRunsMode=CHART&viewStateShareKey="
-            + _view_key(parent_run_id))
-
-
-def _view_key(parent_run_id: str) -> str:
-    return f"tuner-cost-{parent_run_id}"
-
-
-def _cost_view(parent_run_id: str, study: str, metric: str, mode: str, trials: int) -> str:
-    """The UI state (MLflow 3.17's runs page, as its Share button saves it) that shows a
-    study's trial runs, best first, and one chart: ``metric`` against ``tuner.cost_usd``.
-
-    The UI's own format, not a documented API: the browser check (``make ui-test``) proves it
-    against the pinned MLflow. A view the UI cannot read shows an error banner and the
-    plain runs page.
-    """
-    section, chart = f"tuner-{parent_run_id[:8]}-section", f"tuner-{parent_run_id[:8]}-scatter"
-    columns = [f"metrics.`{metric}`", "metrics.`tuner.cost_usd`", "tags.`tuner.status`",
-               "tags.`tuner.market`", "tags.`tuner.instance_type`", "metrics.`tuner.wasted_usd`"]
-    state = {
-        "searchFilter": f"tags.`{PARENT_TAG}` = '{parent_run_id}'",  # the trials, flat:
-        "orderByKey": f"metrics.`{metric}`", "orderByAsc": mode == "min",  # sorted, not nested
-        "startTime": "ALL", "lifecycleFilter": "Active", "modelVersionFilter": "All Runs",
-        "datasetsFilter": [],
-        "selectedColumns": columns, "runsHiddenMode": "SHOW_ALL", "hideEmptyCharts": True,
-        "compareRunSections": [{"uuid": section, "name": f"Cost against {metric}",
-                                "display": True, "isReordered": False, "deleted": False,
-                                "isGenerated": False, "columns": 1, "cardHeight": 520}],
-        "compareRunCharts": [{"uuid": chart, "type": "SCATTER", "metricSectionId": section,
-                              "deleted": False, "isGenerated": False,
-                              "displayName": f"{metric} against trial cost (USD), {study}",
-                              "runsCountToCompare": max(100, trials),
-                              "xaxis": {"key": "tuner.cost_usd", "type": "METRIC"},
-                              "yaxis": {"key": metric, "type": "METRIC"}}],
-    }
-    now = int(time.time() * 1000)
-    return json.dumps({"name": f"{study}: {metric} against cost", "createdAt": now,
-                       "updatedAt": now, "state": json.dumps(state)})
-
-
 def study_urls(uri: str, parent_run_id: str) -> dict[str, str]:
     """The UI's links to a study (``runs``, and ``cost`` where its chart view was saved),
     read from the store; empty when it cannot be read (a stopped server, a moved file): what
@@ -147,7 +93,7 @@ def study_urls(uri: str, parent_run_id: str) -> dict[str, str]:
         client = _client(uri)
         experiment_id = client.get_run(parent_run_id).info.experiment_id
         urls = {"runs": runs_url(uri, experiment_id)}
-        if _VIEW_TAG + _view_key(parent_run_id) in client.get_experiment(experiment_id).tags:
+        if VIEW_TAG + view_key(parent_run_id) in client.get_experiment(experiment_id).tags:
             urls["cost"] = cost_view_url(uri, experiment_id, parent_run_id)
         return urls
     except Exception:  # unreachable, deleted run, another store: no links
@@ -284,8 +230,8 @@ class Tracker:
         """Save the chart view of the study's trials, ``metric`` against ``tuner.cost_usd``,
         that :func:`cost_view_url` opens (an experiment tag, as the UI's Share button saves
         one; it also lists under the experiment's saved views)."""
-        self._client.set_experiment_tag(self.experiment_id, _VIEW_TAG + _view_key(parent_run_id),
-                                        _cost_view(parent_run_id, study, metric, mode, trials))
+        self._client.set_experiment_tag(self.experiment_id, VIEW_TAG + view_key(parent_run_id),
+                                        cost_view_state(parent_run_id, study, metric, mode, trials))
 
     def urls(self, parent_run_id: str) -> dict[str, str]:
         """``runs``: the experiment's runs table; ``cost``: the study's cost chart."""

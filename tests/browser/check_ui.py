@@ -38,8 +38,8 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
+from tuner.mlflow_ui import UI_ADDRESS  # noqa: E402
 from tuner.result import TuneResult  # noqa: E402
-from tuner.tracking import UI_ADDRESS  # noqa: E402
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 TIMEOUT_MS = 90_000  # one page on 2 busy cores

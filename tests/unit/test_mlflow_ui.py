@@ -16,21 +16,12 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tuner.mlflow_ui import cost_view_url, runs_url, ui_address
 from tuner.record import StudyRecord, TrialEntry, TrialStatus
 from tuner.result import TuneResult
 from tuner.study import StudyBook, _Progress
 from tuner.summary import _tick, format_table, money, pareto_note, plot_pareto
-from tuner.tracking import (
-    EXPERIMENT_KIND_TAG,
-    NOTE_TAG,
-    TRAINING_KIND,
-    Tracker,
-    cost_view_url,
-    flush_all,
-    runs_url,
-    study_urls,
-    ui_address,
-)
+from tuner.tracking import EXPERIMENT_KIND_TAG, NOTE_TAG, TRAINING_KIND, Tracker, flush_all, study_urls
 
 T0 = 1_700_000_000.0  # a trial's start, in epoch seconds
 
