@@ -1,208 +1,452 @@
-"""`make bench` / `make bench-quick`: run the four benchmarks, print their tables, and
-rewrite benchmarks/RESULTS.md (and its plot) with the date, the machine, the versions,
-the commands and the figures. Nothing here asserts a target: it reports."""
+"""`make bench` / `make bench-quick`: the LCBench protocol (every method through one
+simulator; benchmarks/protocol.py) and the real-Ray agreement check (benchmarks/agreement.py),
+then benchmarks/RESULTS.md rewritten from what this run measured. The system benchmarks
+(overhead, spot, real compute) run with ``--system``; when they do not, their sections are
+carried over from the previous RESULTS.md, marked with the run they came from. Nothing here
+asserts a target: it reports."""
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import math
 import os
 import platform
+import re
 import subprocess
 import time
-from importlib.metadata import version
-
-from benchmarks import dollars, overhead, realcompute, spot
+from importlib.metadata import PackageNotFoundError, version
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "RESULTS.md")
 
-QUICK = {"overhead": ["--trials", "100", "--repeats", "3"],
-         "dollars": ["--tasks", "2", "--seeds", "1", "--samples", "32", "--full-samples", "12"],
+QUICK = {"protocol": ["--quick"],
+         "agreement": ["--tasks", "3945", "--seeds", "2", "--sim-seeds", "10", "--samples", "12"],
+         "overhead": ["--trials", "100", "--repeats", "3"],
          "realcompute": ["--samples", "12", "--epochs", "15", "--seeds", "1"],
          "spot": ["--hazards", "1.3", "--samples", "16"]}
-FULL = {"overhead": ["--trials", "300", "--repeats", "3"],
-        "dollars": ["--tasks", "8", "--seeds", "3", "--samples", "48", "--full-samples", "16"],
+FULL = {"protocol": [],
+        "agreement": ["--tasks", "3945,146212", "--seeds", "4", "--sim-seeds", "30",
+                      "--samples", "24"],
+        "overhead": ["--trials", "300", "--repeats", "3"],
         "realcompute": ["--samples", "24", "--epochs", "30", "--seeds", "2"],
         "spot": ["--hazards", "0,0.05,0.3,1.3", "--samples", "16"]}
+SYSTEM_TITLES = ("Overhead", "Spot economics", "Real compute")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller runs (a few minutes)")
-    parser.add_argument("--only", help="comma-separated: overhead,spot,realcompute,dollars")
+    parser.add_argument("--quick", action="store_true", help="a few tasks and seeds (minutes)")
+    parser.add_argument("--system", action="store_true",
+                        help="also run the overhead, spot and real-compute benchmarks")
+    parser.add_argument("--only", help="comma-separated: protocol,agreement,overhead,spot,realcompute")
+    parser.add_argument("--reuse", action="store_true",
+                        help="protocol: reuse studies already in results/runs.json.gz")
+    parser.add_argument("--note", default="", help="a paragraph for the top of RESULTS.md")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
-    only = set(args.only.split(",")) if args.only else set(plan)
+    default = {"protocol", "agreement"} | ({"overhead", "spot", "realcompute"} if args.system else set())
+    only = set(args.only.split(",")) if args.only else default
     load = os.getloadavg()
     started = time.perf_counter()
     out: dict[str, dict] = {}
-    # Timing-sensitive first; the LCBench dollars are simulated and come last.
-    for name, module in (("overhead", overhead), ("spot", spot),
-                         ("realcompute", realcompute), ("dollars", dollars)):
-        if name in only:
-            print(f"\n== {name}: python -m benchmarks.{name} {' '.join(plan[name])}", flush=True)
-            out[name] = module.main(plan[name])
+    walls: dict[str, float] = {}
+    for name in ("overhead", "spot", "realcompute", "agreement", "protocol"):
+        if name not in only:
+            continue
+        argv = plan[name] + (["--reuse"] if name == "protocol" and args.reuse else [])
+        print(f"\n== {name}: python -m benchmarks.{name} {' '.join(argv)}", flush=True)
+        t0 = time.perf_counter()
+        module = __import__(f"benchmarks.{name}", fromlist=["main"])
+        out[name] = module.main(argv)
+        walls[name] = time.perf_counter() - t0
     minutes = (time.perf_counter() - started) / 60
     command = f"make {'bench-quick' if args.quick else 'bench'}"
-    lines = _report(out, plan, command, load, minutes)
-    with open(os.path.join(HERE, "RESULTS.md"), "w", encoding="utf-8") as f:
-        f.write("\n".join(lines))
-    print(f"\nwrote {os.path.join(HERE, 'RESULTS.md')}")
+    if args.reuse:
+        command += " ARGS=--reuse"
+    if not out:
+        command = "python -m benchmarks.run --only none"
+    lines = report(out, plan, command, load, minutes, walls)
+    if args.reuse:
+        lines[3:3] = ["*Assembled with `--reuse`: the protocol's studies were read from "
+                      "results/runs.json.gz, run earlier by the same code; the minutes above "
+                      "are this assembly's, not the studies'.*", ""]
+    if not out:
+        lines[3:3] = ["*Assembled from results/analysis.json and results/agreement.json, written "
+                      "by the runs sections 1 and 2 name; the minutes above are the assembly's.*", ""]
+    if args.note:
+        lines[3:3] = [args.note, ""]
+    with open(RESULTS, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"\nwrote {RESULTS}")
 
 
-def _report(out: dict, plan: dict, command: str, load: tuple, minutes: float) -> list[str]:
+# --------------------------------------------------------------------------- report
+
+
+def _v(pkg: str) -> str:
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def report(out: dict, plan: dict, command: str, load: tuple, minutes: float,
+           walls: dict[str, float]) -> list[str]:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
                             capture_output=True, text=True).stdout.strip() or "unknown"
+    now = f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
+    carried = _carry_over(now, commit)
     lines = [
         "# Benchmark results",
         "",
-        f"Written by `{command}` on {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} "
-        f"(commit {commit}, {minutes:.0f} min); every figure below comes from that run. "
-        "Targets are what we aim for, not assertions: these machines are shared and noisy, so "
-        "compare figures measured side by side in this run.",
+        f"Written by `{command}` on {now} (commit {commit}"
+        + (f", {minutes:.0f} min: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in walls.items())
+           if walls else "")
+        + "). Every figure in sections 1-2 comes from that run; sections carried over from an "
+        "earlier run say so. Nothing here is asserted by a test: goals are reported with the "
+        "distance to them.",
         "",
-        f"- machine: {os.cpu_count()} cores, {platform.machine()}, "
-        f"{_mem_gib():.0f} GiB; load average before the run "
-        f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}",
-        f"- Python {platform.python_version()}; ray {version('ray')}, optuna {version('optuna')}, "
-        f"mlflow {version('mlflow')}, onnxruntime {version('onnxruntime')}",
+        f"- machine: {os.cpu_count()} cores, {platform.machine()}, {_mem_gib():.0f} GiB; load "
+        f"average before the run {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (shared machine)",
+        f"- Python {platform.python_version()}; ray {_v('ray')}, optuna {_v('optuna')}, "
+        f"syne-tune {_v('syne-tune')}, scipy {_v('scipy')}, onnxruntime {_v('onnxruntime')}",
         "",
     ]
-    if "dollars" in out:
-        lines += _dollars(out["dollars"], plan["dollars"])
-    if "overhead" in out:
-        lines += _overhead(out["overhead"], plan["overhead"])
-    if "spot" in out:
-        lines += _spot(out["spot"], plan["spot"])
-    if "realcompute" in out:
-        lines += _realcompute(out["realcompute"], plan["realcompute"])
+    if "protocol" in out:
+        lines += protocol_section(out["protocol"], plan["protocol"])
+    elif os.path.exists(os.path.join(HERE, "results", "analysis.json")):
+        with open(os.path.join(HERE, "results", "analysis.json"), encoding="utf-8") as f:
+            lines += protocol_section(json.load(f), ["(from results/analysis.json)"])
+    if "agreement" in out:
+        lines += agreement_section(out["agreement"], plan["agreement"])
+    elif os.path.exists(os.path.join(HERE, "results", "agreement.json")):
+        with open(os.path.join(HERE, "results", "agreement.json"), encoding="utf-8") as f:
+            saved = json.load(f)
+        lines += agreement_section(saved, [*saved.get("argv", []), f"(run {saved.get('when')})"])
+    n = 3
+    for name, title in (("overhead", "Overhead"), ("spot", "Spot economics"),
+                        ("realcompute", "Real compute")):
+        if name in out:
+            lines += _system_section(name, out[name], plan[name], n)
+        elif title in carried:
+            lines += [re.sub(r"^## \d+\.", f"## {n}.", carried[title][0]), *carried[title][1:]]
+        n += 1
     return lines
 
 
-def _dollars(res: dict, argv: list[str]) -> list[str]:
-    rows = {r["method"]: r for r in res["rows"]}
-    ours = rows.get(dollars.OURS, {})
-    png = dollars.plot(res, os.path.join(HERE, "dollars_to_accuracy.png"))
+def _carry_over(now: str, commit: str) -> dict[str, list[str]]:
+    """The system sections of the current RESULTS.md, each marked with its run."""
+    if not os.path.exists(RESULTS):
+        return {}
+    with open(RESULTS, encoding="utf-8") as f:
+        text = f.read()
+    m = re.search(r"Written by `[^`]+` on ([^(]+)\(commit (\w+)", text)
+    origin = f"{m.group(1).strip()}, commit {m.group(2)}" if m else "an earlier run"
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            current = None
+            for title in SYSTEM_TITLES:
+                if title in line:
+                    current = sections[title] = [line]
+            continue
+        if current is not None:
+            current.append(line)
+    for body in sections.values():
+        note = f"*Carried over from the run of {origin}; not re-run by this command (`--system`).*"
+        if not any(line.startswith("*Carried over") for line in body):
+            body[1:1] = ["", note]
+    return sections
+
+
+def _system_section(name: str, res: dict, argv: list[str], n: int) -> list[str]:
+    from benchmarks import realcompute, spot
+
+    if name == "spot":
+        return [f"## {n}. Spot economics on the local spot cluster", "",
+                f"`python -m benchmarks.spot {' '.join(argv)}`", "", *spot.table(res["rows"]), ""]
+    if name == "realcompute":
+        return [f"## {n}. Real compute: the digits MLP example", "",
+                f"`python -m benchmarks.realcompute {' '.join(argv)}`", "",
+                *realcompute.table(res["rows"]), ""]
+    rows = res["tuner"]
+    return [f"## {n}. Overhead ({res['trials']} trivial trials, one report each)", "",
+            f"`python -m benchmarks.overhead {' '.join(argv)}`", "",
+            "| method | median s | trials/s | ratio |", "| --- | ---: | ---: | ---: |",
+            *[f"| {r['method']} | {r['median_s']:.1f} | {r['trials_per_s']:.1f} | {r['ratio']:.2f} |"
+              for r in rows], ""]
+
+
+def _f(x: float | None, d: int = 2) -> str:
+    if x is None or (isinstance(x, float) and (math.isnan(x) or math.isinf(x))) or x == "inf":
+        return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else "inf"
+    return f"{x:.{d}f}"
+
+
+def _p(x: float) -> str:
+    return f"{x:.1e}" if x < 1e-3 else f"{x:.3f}"
+
+
+def protocol_section(res: dict, argv: list[str]) -> list[str]:
+    from benchmarks import protocol as P
+
+    plan = res["plan"]
+    k = plan["workers"][0]
+    kk = res[f"K{k}"]
+    odd, even = kk["odd"], kk["even"]
+    chosen = res["chosen"]
+    bb = odd["by_budget"]
+    budgets = [float(b) for b in odd["budgets"]]
+    peers = [m for m in odd["methods"] if m in P.PEERS]
+    rel = lambda p: os.path.relpath(p, HERE)  # noqa: E731
+    lines = [
+        "## 1. LCBench: every method through one simulator, equal budgets, held-out tasks",
+        "",
+        f"`python -m benchmarks.protocol {' '.join(argv)}` ({res['wall_s'] / 60:.1f} min on this "
+        f"machine): {len(res['even']) + len(res['odd'])} tasks of the vendored LCBench surrogate "
+        f"(YAHPO Gym, see lcbench/NOTICE.md), {plan['seeds']} seeds, K = "
+        f"{', '.join(map(str, plan['workers']))} virtual workers, budgets to {plan['max_fte']:g} FTE.",
+        "",
+        "**How it is measured.** `benchmarks/sim.py` is one discrete-event executor for every "
+        "method: K virtual workers, a virtual clock advanced by the surrogate's own seconds per "
+        "epoch (nothing sleeps), epochs 2-52 as iterations 1-51 for every method (epoch 1 is the "
+        "untrained model; iteration 1 is charged epochs 1 and 2). Ours is the very "
+        "`tuner.engine.search._Asha` and `_Search` that `tuner.tune` builds (same arguments; "
+        "the Optuna study in memory instead of the journal file), called through Ray Tune's "
+        "scheduler and searcher interfaces in the order Tune's controller calls them; Ray's "
+        "defaults are `OptunaSearch` + `ASHAScheduler` with Ray's defaults (grace 1, rf 4); "
+        "Optuna and Syne Tune methods through their own ask/tell and scheduler interfaces. "
+        "*Cost* is worker-seconds, K x the virtual wall time, at one price for every method "
+        "(spot savings are a separate matter: section 4 of the spot benchmark). A *budget* of "
+        "b FTE is b times the task's median 52-epoch time over 2000 random configurations. "
+        "*Regret* at b is, in points of validation accuracy, the reference minus the best "
+        "accuracy the study had seen (any epoch 2-52) when it had spent b; the *reference* of a "
+        "task is fixed: the best of 2000 random configurations at epoch 52 and of every study "
+        "of this run on that task. Per budget, each method's per-task regret is the mean over "
+        "seeds; means and 95% CIs are over tasks (bootstrap, 10,000 resamples); ranks are over "
+        "tasks (1 = best) with a Friedman test and the Nemenyi critical difference (CD, "
+        "alpha 0.05); paired comparisons are ours minus the peer per task (same seeds), with "
+        "a bootstrap CI over tasks and a Wilcoxon signed-rank test, Holm-corrected over the "
+        "peers at each budget. *Success* within d points: the study reached reference - d; "
+        "*ERT* (expected running time, FTE) = all budget spent by all studies of a method, a "
+        "failure charged the whole budget, divided by the number of successes.",
+        "",
+        f"**Held-out protocol.** The even-indexed {len(res['even'])} tasks choose our defaults: "
+        f"{len(P.CANDIDATES)} candidate configurations of the product's classes run there with "
+        "the peers, and a rule fixed in code before any held-out run (`protocol.choose`: lowest "
+        "mean regret averaged over 5, 10 and 20 FTE) picks one. The odd-indexed "
+        f"{len(res['odd'])} tasks are held out: the peers, ours as shipped and the chosen "
+        "candidate run there, and only there are the goals judged.",
+        "",
+        f"Chosen on the even tasks: **{chosen}**.",
+        "",
+    ]
+    # goals
+    lines += [f"### Headline: the issue's goals on the held-out tasks (K = {k}; ours = the chosen "
+              "candidate)", ""]
+    lines += goals(odd, chosen, peers, kk)
+    lines += ["", f"### Held-out tasks, K = {k}: mean regret (points) [95% CI] / mean rank", "",
+              *_regret_table(odd), ""]
+    fr = [f"{b:g} FTE: chi2 = {bb[f'{b:g}']['friedman']['stat']:.1f}, p = {_p(bb[f'{b:g}']['friedman']['p'])}"
+          f", CD = {_f(bb[f'{b:g}']['cd'])}" for b in budgets if "friedman" in bb[f"{b:g}"]]
+    lines += ["Friedman tests over the methods run on every task and seed (ranks): " + "; ".join(fr) + ".",
+              f"Syne Tune ASHA-CQR costs {kk['cpu_s'].get('Syne Tune ASHA-CQR', math.nan):.0f} s of "
+              "CPU per study at 20 FTE (the others 0.03-3 s at 50 FTE), so it ran "
+              f"{plan['slow_seeds']} seeds per held-out task and at most 20 FTE; it is left out of "
+              "the ranks and Friedman tests and compared pairwise on its own seeds.", "",
+              f"![held-out anytime regret]({rel(kk['figures']['odd'])})", "",
+              f"![rank at 5 FTE]({rel(kk['figures']['cd5'])})",
+              f"![rank at 20 FTE]({rel(kk['figures']['cd20'])})", ""]
+    # pairs
+    lines += [f"### Held-out, paired: ours ({chosen}) minus each peer (points; < 0 favours ours)", "",
+              "| peer | " + " | ".join(f"{b:g} FTE: diff [95% CI], p (Holm)" for b in budgets
+                                      if b in (5, 10, 20, 50)) + " |",
+              "| --- |" + " ---: |" * len([b for b in budgets if b in (5, 10, 20, 50)])]
+    for m in odd["methods"]:
+        if m == chosen:
+            continue
+        cells = []
+        for b in budgets:
+            if b not in (5, 10, 20, 50):
+                continue
+            pr = bb[f"{b:g}"]["pairs"].get(m)
+            cells.append("-" if pr is None else
+                         f"{pr['diff']:+.2f} [{pr['ci'][0]:+.2f}, {pr['ci'][1]:+.2f}], "
+                         f"{_p(pr['p'])} ({_p(pr['p_holm'])})")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    # success / ERT
+    cap = budgets[-1]
+    lines += ["", f"### Held-out: success and expected running time (budget {cap:g} FTE)", "",
+              "| method | studies | within 1 pt by 20 FTE | within 1 pt by "
+              f"{cap:g} FTE | ERT to 1 pt (FTE) | within 0.5 pt by 20 FTE | within 0.5 pt by {cap:g} FTE "
+              "| ERT to 0.5 pt (FTE) | CPU s per study | trials per study |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    s1, s05 = odd["success"]["1"], odd["success"]["0.5"]
+    for m in odd["methods"]:
+        if m not in s1:
+            continue
+        a, b = s1[m], s05[m]
+        lines.append(f"| {m} | {a['n']} | {a['rate_20']:.0%} | {a['rate']:.0%} | {_f(a['ert'], 1)} | "
+                     f"{b['rate_20']:.0%} | {b['rate']:.0%} | {_f(b['ert'], 1)} | "
+                     f"{kk['cpu_s'].get(m, math.nan):.2f} | {kk['trials'].get(m, math.nan):.0f} |")
+    lines += ["", "(For ASHA-CQR, the largest budget is 20 FTE.)", ""]
+    # shipped vs chosen on held out
+    sh = kk["odd_shipped"]["by_budget"]
+    if chosen != P.SHIPPED:
+        lines += ["### Held-out: the chosen default against ours as shipped", "",
+                  "| budget | shipped mean regret | chosen mean regret | chosen - shipped [95% CI] | Wilcoxon p |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for b in budgets:
+            pr = sh[f"{b:g}"]["pairs"].get(chosen)
+            if pr is None:
+                continue
+            d = -pr["diff"]
+            lines.append(f"| {b:g} FTE | {sh[f'{b:g}']['mean_regret'][P.SHIPPED]:.2f} | "
+                         f"{sh[f'{b:g}']['mean_regret'][chosen]:.2f} | {d:+.2f} "
+                         f"[{-pr['ci'][1]:+.2f}, {-pr['ci'][0]:+.2f}] | {_p(pr['p'])} |")
+        lines.append("")
+    # choice
+    lines += ["### How the default was chosen (even tasks; not used for any held-out figure)", "",
+              f"Mean regret (points) on the {len(res['even'])} even tasks, K = {k}; the rule's score "
+              "is the mean of the 5, 10 and 20 FTE columns.", "",
+              "| method | " + " | ".join(f"{b:g} FTE" for b in even["budgets"]) + " | score | mean rank at 20 FTE |",
+              "| --- |" + " ---: |" * (len(even["budgets"]) + 2)]
+    eb = even["by_budget"]
+    for m in even["methods"]:
+        if m not in eb[f"{even['budgets'][0]:g}"]["mean_regret"]:
+            continue
+        vals = [eb[f"{b:g}"]["mean_regret"][m] for b in even["budgets"]]
+        score = sum(eb[f"{b:g}"]["mean_regret"][m] for b in (5, 10, 20)) / 3
+        star = " **(chosen)**" if m == chosen else ""
+        lines.append(f"| {m}{star} | " + " | ".join(f"{v:.2f}" for v in vals)
+                     + f" | {score:.2f} | {eb['20']['mean_rank'].get(m, math.nan):.2f} |")
+    lines += ["", f"![choice tasks anytime regret]({rel(kk['figures']['even'])})", ""]
+    lines += _caveats(res)
+    for other in plan["workers"][1:]:
+        ko = res[f"K{other}"]["odd"]
+        lines += [f"### Held-out tasks, K = {other}: mean regret (points) [95% CI] / mean rank", "",
+                  *_regret_table(ko), ""]
+    return lines
+
+
+def _caveats(res: dict) -> list[str]:
+    plan = res["plan"]
+    return [
+        "### What the previous headline was, and what is not measured here",
+        "",
+        "- The previous RESULTS.md led with \"0.156x the dollars to target of full-budget random "
+        "search\". That figure is withdrawn (issue 12): it charged studies that never reached "
+        "the target only their own small spend, priced ours at spot and the baselines "
+        "on-demand, gave the methods unequal budgets (9-16 FTE), ran epoch 1 (the untrained "
+        "model), and set the execution order by Ray's overhead. `benchmarks/dollars.py` and its "
+        "plot are removed; every method now runs through one simulator at one price and equal "
+        "budgets, and a study that misses a target is charged the whole budget (ERT).",
+        "- Peers not run: **DEHB** (`dehb` 0.1.2, the newest, requires numpy < 2; we pin numpy "
+        "2.4.6) and Syne Tune's **MOBSTER / Hyper-Tune** (removed after syne-tune 0.14.2, which "
+        "requires numpy < 1.27 and scipy < 1.15.3). Syne Tune 0.16.0 installs against our pins; "
+        "its model-based asynchronous multi-fidelity methods, BOHB (KDE) and ASHA-CQR "
+        "(conformal quantile regression), stand in. SMAC3's multi-fidelity facade was not tried.",
+        "- Not measured: cost-aware promotion, a first rung chosen from rung-rank agreement as "
+        "results arrive, budgets in dollars inside the product (the simulator bounds every "
+        "study by FTE), K = 1"
+        + ("" if 1 in plan["workers"] else " (only K = 4 ran)") + "; "
+        f"{plan['seeds']} seeds, not 20. Searcher CPU time is not on the virtual clock "
+        "(the CPU s column shows it; ASHA-CQR's ~20-40 s per study would matter for short epochs).",
+        "- TPE `multivariate` / `constant_liar` are Optuna 5's defaults already (single objective), "
+        "and `group` only matters for conditional spaces, so the product's TPE is that "
+        "configuration; it is not a separate candidate.",
+        "- On the even tasks ASHA with *random* sampling (and BOHB, a third of whose configurations "
+        "are random) beat every TPE + ASHA variant at 20 FTE: TPE narrows too early once most "
+        "trials are pruned. Candidates that explore more (independent TPE, 30 random startup "
+        "trials, a random sampler inside ours) were started and stopped for lack of CPU time; "
+        "they are the next thing to measure, on the even tasks only.",
+        "- The choice rule saw the peers' even-task numbers but only chose among our candidates; "
+        "the held-out figures are the only ones the goals are judged on.",
+        "",
+    ]
+
+
+def _regret_table(an: dict) -> list[str]:
+    budgets = an["budgets"]
+    out = ["| method | " + " | ".join(f"{b:g} FTE" for b in budgets) + " |",
+           "| --- |" + " ---: |" * len(budgets)]
+    for m in an["methods"]:
+        cells = []
+        for b in budgets:
+            row = an["by_budget"][f"{b:g}"]
+            if m not in row["mean_regret"] or math.isnan(row["mean_regret"][m]):
+                cells.append("-")
+                continue
+            lo, hi = row["ci"][m]
+            rk = row["mean_rank"].get(m)
+            cells.append(f"{row['mean_regret'][m]:.2f} [{lo:.2f}, {hi:.2f}]"
+                         + (f" / {rk:.2f}" if rk is not None else ""))
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    return out
+
+
+def goals(odd: dict, ours: str, peers: list[str], kk: dict) -> list[str]:
+    bb = odd["by_budget"]
+    out = ["| goal (issue 12, Done means) | where we stand | met? |", "| --- | --- | --- |"]
+    for b in (5.0, 20.0):
+        row = bb.get(f"{b:g}")
+        if not row:
+            continue
+        rk = row["mean_rank"]
+        best = min(rk, key=rk.__getitem__)
+        mine = rk.get(ours, math.nan)
+        gap = mine - rk[best]
+        out.append(f"| best mean rank at {b:g} FTE ({b / 20:.0%} of 20) | ours {mine:.2f}, best "
+                   f"{best} {rk[best]:.2f} (CD {_f(row['cd'])}) | "
+                   + ("yes" if best == ours else f"no: {gap:.2f} ranks behind") + " |")
+    for b in (10.0, 20.0):
+        row = bb.get(f"{b:g}")
+        if not row:
+            continue
+        bad = [(m, pr) for m, pr in row["pairs"].items() if m in peers and pr["ci"][1] >= 0]
+        worst = max(row["pairs"].items(), key=lambda kv: kv[1]["ci"][1]) if row["pairs"] else None
+        out.append(f"| paired regret vs every peer at {b:g} FTE < 0, whole 95% CI < 0 | "
+                   f"{len(row['pairs']) - len(bad)}/{len(row['pairs'])} peers; "
+                   + (f"worst upper CI bound {worst[1]['ci'][1]:+.2f} ({worst[0]}, mean "
+                      f"{worst[1]['diff']:+.2f})" if worst else "-")
+                   + " | " + ("yes" if not bad else f"no: {len(bad)} peer(s); missed by up to "
+                              f"{max(pr['ci'][1] for _, pr in bad):.2f} points of CI bound") + " |")
+    s1 = odd["success"]["1"]
+    mine = s1.get(ours, {}).get("rate_20", math.nan)
+    better = {m: v["rate_20"] for m, v in s1.items() if m in peers and v["rate_20"] > mine}
+    out.append(f"| success within 1 pt at 20 FTE >= every peer | ours {mine:.0%}; best peer "
+               f"{max((v['rate_20'] for m, v in s1.items() if m in peers), default=math.nan):.0%} | "
+               + ("yes" if not better else "no: below " + ", ".join(f"{m} ({v:.0%})" for m, v in better.items()))
+               + " |")
+    row = bb.get("20")
+    if row and "worst_task_gap" in row:
+        g = row["worst_task_gap"]
+        out.append(f"| on no task > 1 pt worse than the best peer at 20 FTE | worst task {g['task']}: "
+                   f"{g['gap']:+.2f} pts; {g['tasks_over_1']} task(s) over 1 pt | "
+                   + ("yes" if g["tasks_over_1"] == 0 else f"no: by {g['gap'] - 1:.2f} pts") + " |")
+    return out
+
+
+def agreement_section(res: dict, argv: list[str]) -> list[str]:
+    from benchmarks import agreement
+
     a = res["args"]
-    return [
-        "## 1. Dollars to accuracy on LCBench",
-        "",
-        f"`python -m benchmarks.dollars {' '.join(argv)}`: {a['tasks']} LCBench tasks x "
-        f"{a['seeds']} seeds; {a['samples']} trials for the early-stopping methods, "
-        f"{a['full_samples']} for the full-budget ones, 52 epochs each at most. Trials are real "
-        "Ray Tune trials (2 at a time) reporting the surrogate's curve and sleeping "
-        f"{a['time_scale']:g} s per simulated second; dollars are the surrogate's simulated "
-        f"training seconds x one {dollars.INSTANCE}'s hourly price: {res['price_source']}.",
-        "",
-        "Per study: the *target* is the best accuracy any method found on that task and seed, "
-        "less 1 point; *$ to target* is what a method had spent when it first saw an accuracy "
-        "at or above it (a method that never did is charged its whole spend, a lower bound); "
-        "the *x* columns are geometric means over studies of that figure divided by the "
-        "baseline's; *accuracy gap at equal spend* is, at the smallest total any method spent "
-        "on that study, how far a method's best was behind the best then (median, points); the "
-        "*oracle ratio* is $ to target divided by the $ of training the method's final best "
-        "configuration once for 52 epochs (median), and the last column is the whole study's $ "
-        "on the same scale.",
-        "",
-        *dollars.table(res["rows"]),
-        "",
-        f"Headline: ours reached the target for {_fmt(ours.get('vs_random'), 3)}x the dollars "
-        f"of full-budget random search on on-demand (target <= 0.10) and "
-        f"{_fmt(ours.get('vs_hand'), 3)}x those of Ray Tune + OptunaSearch + ASHA wired by hand "
-        f"(target <= 0.35; spot prices alone give {res['prices']['spot'] / res['prices']['on-demand']:.2f}x); "
-        f"oracle ratio {_fmt(ours.get('oracle_ratio'), 2)} (target <= 3).",
-        "",
-        f"![best accuracy against dollars]({os.path.basename(png)})",
-        "",
-    ]
-
-
-def _overhead(res: dict, argv: list[str]) -> list[str]:
-    tuner_rows, gen_rows = res["tuner"], res["generator"]
-    ours = next(r for r in tuner_rows if r["method"] == "tuner.tune")
-    optuna = next(r for r in gen_rows if r["method"] == "OptunaSearch")
-    return [
-        f"## 2. Overhead ({res['trials']} trivial trials, one report each; median of "
-        f"{res['repeats']} alternated runs)",
-        "",
-        f"`python -m benchmarks.overhead {' '.join(argv)}`: `tuner.tune` (our OptunaSearch "
-        "subclass, ASHA, study record, Optuna journal file, MLflow parent and child runs, cost "
-        "meter) against Ray Tune wired by hand with the same searcher, scheduler and actor "
-        "reuse. Target: ratio <= 1.1.",
-        "",
-        "| method | median s | trials/s | ratio |",
-        "| --- | ---: | ---: | ---: |",
-        *[f"| {r['method']} | {r['median_s']:.1f} | {r['trials_per_s']:.1f} | {r['ratio']:.2f} |"
-          for r in tuner_rows],
-        "",
-        f"Headline: `tuner.tune` took {ours['ratio']:.2f}x the time of Ray Tune by hand "
-        f"({ours['trials_per_s']:.1f} trials/s; target <= 1.1).",
-        "",
-        f"Ray Tune's searchers alone (FIFO, actor reuse): OptunaSearch runs at "
-        f"{1 / optuna['ratio']:.2f}x the trials/s of the basic variant generator "
-        "(target >= 0.7; Ray issue #46965 measured 0.22).",
-        "",
-        "| searcher | median s | trials/s |",
-        "| --- | ---: | ---: |",
-        *[f"| {r['method']} | {r['median_s']:.1f} | {r['trials_per_s']:.1f} |" for r in gen_rows],
-        "",
-        "Where our time per trial goes (measured alone, same trivial space):",
-        "",
-        "| what | ms per trial |",
-        "| --- | ---: |",
-        *[f"| {c['what']} | {c['ms_per_trial']:.2f} |" for c in res["costs"]],
-        "",
-    ]
-
-
-def _spot(res: dict, argv: list[str]) -> list[str]:
-    rows = res["rows"]
-    at = {(r["hazard"], r["notices"]): r for r in rows if r["market"] == "spot"}
-    with_notice = [r for r in rows if r["notices"] and r["lost_per_preemption"] is not None]
-    lost = (max(r["lost_per_preemption"] for r in with_notice) if with_notice else None)
-    head = at.get((0.3, True)) or at.get((1.3, True))
-    return [
-        "## 3. Spot economics on the local spot cluster",
-        "",
-        f"`python -m benchmarks.spot {' '.join(argv)}`: the same study ({res['args']['samples']} "
-        "trials of 0.5 s epochs, ASHA to 24 epochs, a checkpoint every 4 epochs, "
-        "`max_failures: 3`) on `tuner cluster up --local` with three 1-CPU workers "
-        "(c5.xlarge, m5.xlarge, c5.xlarge) and an on-demand head, the market simulator on a "
-        "60x clock (a 2-minute notice lasts 2 s). *Acts on notices*: a watcher per node drains "
-        "it on the notice and `tuner.report` then checkpoints every iteration; *no*: the node "
-        "is killed without a drain. Trial $ is what the cost meter charged the trials "
-        "(re-run work included); cluster $ adds the head and idle node time.",
-        "",
-        *spot.table(rows),
-        "",
-        f"Headline: with notices, at most {_fmt(lost, 2)} iterations lost per preemption "
-        f"(target <= 1); at {head['hazard']:g} preemptions per node-hour the study's trial "
-        f"dollars were {head['x_on_demand']:.2f}x the on-demand study's (target <= 0.35 at "
-        "0.3/h).",
-        "",
-    ] if head else ["## 3. Spot economics", "", *spot.table(rows), ""]
-
-
-def _realcompute(res: dict, argv: list[str]) -> list[str]:
-    return [
-        "## 4. Real compute: the digits MLP example",
-        "",
-        f"`python -m benchmarks.realcompute {' '.join(argv)}`: scikit-learn MLPs on the digits "
-        f"data, {res['args']['samples']} trials of up to {res['args']['epochs']} epochs "
-        f"(one `partial_fit` each plus a {res['args']['sleep']:g} s sleep standing in for an "
-        "expensive epoch), 2 at a time on one local node priced as an m5.large; medians over "
-        f"{res['args']['seeds']} seed(s).",
-        "",
-        *realcompute.table(res["rows"]),
-        "",
-    ]
-
-
-def _fmt(value: float | None, digits: int) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
+    return ["## 2. Does the simulator agree with real Ray?", "",
+            f"`python -m benchmarks.agreement {' '.join(argv)}`: `tuner.tune` itself (real local "
+            f"Ray, MLflow, Optuna journal) with {a['samples']} trials, 2 at a time, product "
+            "defaults (grace 1, rf 3), trials reporting the surrogate's epochs 2-52 and sleeping "
+            f"{a['time_scale']:g} s per simulated second; against the simulator with the same "
+            "classes, settings, K = 2 and trial count. Same distribution within noise means a "
+            "large Mann-Whitney p on both the best accuracy and the iterations run (real seeds "
+            f"0-{a['seeds'] - 1} against simulated seeds 0-{a['sim_seeds'] - 1}). *Identical "
+            "studies*: with the same seed, the real study and the simulated one ran the same "
+            "iterations and found the same best accuracy -- they do whenever Ray delivered the "
+            "results in the simulated order; where they differ, the order did (Ray's tens of ms "
+            "per report against sleeps of a few ms per epoch on fast tasks such as 146212).", "",
+            *agreement.table(res["rows"]), ""]
 
 
 def _mem_gib() -> float:

@@ -1,0 +1,115 @@
+"""The benchmark simulator (benchmarks/sim.py) and the protocol's statistics: the virtual
+clock and cost, the order Tune's controller calls searcher and scheduler, and that the
+product's classes prune as they do under Ray. No Ray cluster, no surrogate."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import protocol, sim
+from benchmarks.lcbench import EPOCHS, Curve
+
+
+class FakeTask(sim.Task):
+    """Epoch e takes 1 s (epoch 1: 0.5 s); accuracy rises to a config-dependent plateau."""
+
+    def __init__(self) -> None:
+        super().__init__("fake")
+
+    def curve(self, config):
+        plateau = 50 + 40 * (1 - abs(math.log10(config["learning_rate"]) + 2) / 2)
+        epochs = np.arange(1, EPOCHS + 1)
+        acc = plateau * (1 - np.exp(-epochs / 8))
+        time = np.cumsum(np.where(epochs == 1, 0.5, 1.0))
+        return Curve(time=time, val_accuracy=acc)
+
+
+class Fixed(sim.Method):
+    """Full training, fixed accuracy per trial, records the calls."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.stop_after = stop_after
+        self.calls: list[tuple] = []
+
+    def suggest(self, trial_id):
+        self.calls.append(("suggest", trial_id))
+        return {"learning_rate": 0.01, "batch_size": 64, "max_dropout": 0.1, "max_units": 128,
+                "momentum": 0.9, "num_layers": 2, "weight_decay": 0.01}
+
+    def result(self, trial_id, it, acc):
+        self.calls.append(("result", trial_id, it))
+        return self.stop_after is None or it < self.stop_after
+
+
+def test_iterations_are_epochs_2_to_52_and_the_first_pays_for_epoch_1():
+    curve = FakeTask().curve({"learning_rate": 0.01})
+    assert sim.MAX_T == 51
+    assert sim.iteration_seconds(curve, 1) == pytest.approx(1.5)
+    assert sim.iteration_seconds(curve, 2) == pytest.approx(1.0)
+    assert sim.iteration_accuracy(curve, 1) == pytest.approx(curve.val_accuracy[1])  # epoch 2
+    assert sum(sim.iteration_seconds(curve, i) for i in range(1, 52)) == pytest.approx(51.5)
+
+
+def test_budget_is_worker_seconds_and_k_workers_run_k_trials_at_once():
+    for workers in (1, 4):
+        method = Fixed()
+        trace = sim.simulate(method, FakeTask(), workers, budget_s=3 * 51.5)
+        # 3 full trainings of 51.5 s fit the budget exactly, whatever K is
+        assert trace.spent == pytest.approx(3 * 51.5)
+        assert trace.iterations == pytest.approx(3 * 51, abs=workers)
+        started = [c for c in method.calls if c[0] == "suggest"]
+        assert len(started) == (3 if workers == 1 else 4)
+        assert trace.cost == sorted(trace.cost) and trace.best == sorted(trace.best)
+
+
+def test_a_stopped_trial_frees_its_worker_at_once():
+    method = Fixed(stop_after=1)
+    trace = sim.simulate(method, FakeTask(), 1, budget_s=15.0)
+    assert trace.trials == 10  # 1.5 s each
+    assert trace.finals == []
+
+
+def test_max_trials_ends_the_study():
+    trace = sim.simulate(Fixed(stop_after=2), FakeTask(), 2, max_trials=5)
+    assert trace.trials == 5 and trace.iterations == 10
+
+
+def test_ours_is_the_products_classes_and_prunes_as_under_ray():
+    import optuna
+
+    from tuner.engine.search import _Asha, _Search
+
+    method = sim.tuner_method(0, grace_period=2)
+    assert isinstance(method, sim.RayMethod)
+    assert type(method.searcher) is _Search and type(method.scheduler) is _Asha
+    assert [m for m, _ in method.scheduler._brackets[0]._rungs] == [18, 6, 2]  # grace 2, rf 3
+    trace = sim.simulate(method, FakeTask(), 4, budget_s=20 * 51.5)
+    states = [t.state for t in method.searcher._study.get_trials(deepcopy=False)]
+    assert states.count(optuna.trial.TrialState.PRUNED) == len(method.scheduler.pruned) > 0
+    assert states.count(optuna.trial.TrialState.COMPLETE) == len(trace.finals) > 0
+    assert trace.trials > 20  # ASHA stopped some early: more trials than 20 full trainings
+
+
+def test_every_peer_runs_through_the_same_executor():
+    for name, make in protocol.PEERS.items():
+        if name in protocol.SLOW_PEERS:
+            continue
+        trace = sim.simulate(make(1), FakeTask(), 2, budget_s=4 * 51.5)
+        assert trace.best and trace.spent == pytest.approx(4 * 51.5, rel=0.05), name
+
+
+def test_best_at_reads_the_incumbent_at_each_budget():
+    run = {"cost": [1.0, 2.0, 5.0], "best": [10.0, 20.0, 30.0], "spent": 6.0}
+    got = protocol.best_at(run, np.array([0.5, 1.0, 4.9, 5.0, 6.0, 7.0]))
+    assert got[0] == -np.inf and list(got[1:5]) == [10.0, 20.0, 30.0, 30.0]
+    assert np.isnan(got[5])  # past what the study spent: unknown, not its last value
+
+
+def test_holm_and_the_critical_difference():
+    assert protocol.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert protocol.critical_difference(10, 17) == pytest.approx(3.164 * math.sqrt(110 / 102))
+    assert protocol.hit_cost({"cost": [1, 3], "best": [80, 95]}, 90) == 3
+    assert protocol.hit_cost({"cost": [1, 3], "best": [80, 85]}, 90) == math.inf
