@@ -108,6 +108,7 @@ class StudyRecord:
     budget_alerts: list[float] = field(default_factory=list)
     meter: dict[str, Any] = field(default_factory=dict)  # CostMeter.to_dict()
     idle_by_kind: dict[str, list[float]] = field(default_factory=dict)  # kind: [idle $, share]
+    bill_since: float | None = None  # when its first driver started: the cluster bill's start
     price_note: str = ""
     schema: int = SCHEMA
 

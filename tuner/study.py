@@ -85,7 +85,9 @@ class StudyBook:
         self._alerts = sorted(settings.budget_alerts)
         self.record.price_note = self.price_note
         self._clock = clock
-        self._since = clock()  # this driver's start: nodes count from here at the earliest
+        if self.record.bill_since is None:  # the first driver: the bill starts now
+            self.record.bill_since = clock()
+        self._since = self.record.bill_since  # nodes count from here at the earliest
         self._verbose = verbose
         self._progress = _Progress(self.record)
         self._saved = 0.0

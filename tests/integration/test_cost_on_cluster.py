@@ -70,13 +70,16 @@ def test_each_trial_costs_its_node_seconds_at_its_nodes_price(labelled_nodes, st
     assert parent.data.metrics["tuner.cost_usd"] == pytest.approx(trials.cost_usd.sum(), abs=1e-9)
     assert "pareto.png" in {a.path for a in client.list_artifacts(result.parent_run_id)}
 
-    # useful + wasted + idle == what the two nodes cost from launch until now (test's clock)
+    # useful + wasted + idle == what the two nodes cost while the study ran (from its start,
+    # the nodes being older, until now on the test's clock)
     record = json.loads((study_dir / "tuner_results" / "cost" / "tuner_study.json").read_text())
     meter = CostMeter.from_dict(record["meter"])
     for nid in nodes:
         meter.node_down(nid, ended)
-    cluster_bill = sum((ended - launched) * usd_per_s[nid] for nid in nodes)
-    _, idle = meter.node_bill(ended, set(nodes))
+    cluster_bill, idle = meter.node_bill(ended, set(nodes))
+    started = max(launched, record["bill_since"])
+    assert cluster_bill == pytest.approx(sum((ended - started) * usd_per_s[nid] for nid in nodes),
+                                         rel=0.02)
     charged = sum(meter.charged_on(nid) for nid in nodes)
     assert charged + idle == pytest.approx(cluster_bill, rel=0.02)
     assert 0 < charged < cluster_bill
@@ -91,7 +94,8 @@ def test_a_budget_stops_the_study_within_one_iteration_of_the_cap(labelled_nodes
     prices.write_text("\n".join(rows) + "\n")
     result = tuner.tune(timed, {**SPACE, "log": str(study_dir / "it.jsonl")}, metric="acc",
                         num_samples=20, max_t=4, grace_period=4, prices=str(prices),
-                        budget_usd=0.5, resources_per_trial={"cpu": 1, "labelled": 1},
+                        budget_usd=0.5, budget_scope="trials",  # the trials' dollars
+                        resources_per_trial={"cpu": 1, "labelled": 1},
                         max_concurrent_trials=2, name="budget", verbose=True)
     spent = result.trials.cost_usd.sum()
     one_iteration = 0.2 * 0.35 / 2  # the dearest node, the longest iteration, half a node

@@ -263,7 +263,6 @@ def test_the_dashboard_serves_the_journal_with_the_metric_named(tmp_path, capsys
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
-    pytest.importorskip("optuna_dashboard")
     import optuna_dashboard
 
     from tuner.cli import main
