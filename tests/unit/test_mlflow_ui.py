@@ -261,9 +261,8 @@ def test_the_dashboard_without_optuna_dashboard_says_how_to_install_it(tmp_path,
 
 def test_the_dashboard_serves_the_journal_with_the_metric_named(tmp_path, capsys, monkeypatch):
     import optuna
-    from optuna.storages.journal import JournalFileBackend
-
     import optuna_dashboard
+    from optuna.storages.journal import JournalFileBackend
 
     from tuner.cli import main
 
