@@ -11,7 +11,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,examples,ui]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,examples,ui,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)
