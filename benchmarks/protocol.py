@@ -521,16 +521,21 @@ def _jsonable(x: Any) -> Any:
 
 
 def summary_table(result: dict, workers: int) -> list[str]:
-    an = result[f"K{workers}"]["odd"]
+    return [f"Held-out tasks, K={workers}: mean regret (points) [95% CI] / mean rank",
+            *regret_table(result[f"K{workers}"]["odd"])]
+
+
+def regret_table(an: dict) -> list[str]:
+    """Mean regret [95% CI] / mean rank per method and budget, as a markdown table; "-"
+    where a method did not run at a budget."""
     budgets = an["budgets"]
-    lines = [f"Held-out tasks, K={workers}: mean regret (points) [95% CI] / mean rank",
-             "| method | " + " | ".join(f"{b:g} FTE" for b in budgets) + " |",
+    lines = ["| method | " + " | ".join(f"{b:g} FTE" for b in budgets) + " |",
              "| --- |" + " ---: |" * len(budgets)]
     for m in an["methods"]:
         cells = []
         for b in budgets:
             row = an["by_budget"][f"{b:g}"]
-            if m not in row["mean_regret"]:
+            if m not in row["mean_regret"] or math.isnan(row["mean_regret"][m]):
                 cells.append("-")
                 continue
             lo, hi = row["ci"][m]
@@ -539,7 +544,6 @@ def summary_table(result: dict, workers: int) -> list[str]:
                          + (f" / {rk:.2f}" if rk is not None else ""))
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return lines
-
 
 if __name__ == "__main__":
     main()

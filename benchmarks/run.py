@@ -18,6 +18,8 @@ import subprocess
 import time
 from importlib.metadata import PackageNotFoundError, version
 
+from benchmarks.protocol import regret_table
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "RESULTS.md")
 
@@ -249,7 +251,7 @@ def protocol_section(res: dict, argv: list[str]) -> list[str]:
               "candidate)", ""]
     lines += goals(odd, chosen, peers, kk)
     lines += ["", f"### Held-out tasks, K = {k}: mean regret (points) [95% CI] / mean rank", "",
-              *_regret_table(odd), ""]
+              *regret_table(odd), ""]
     fr = [f"{b:g} FTE: chi2 = {bb[f'{b:g}']['friedman']['stat']:.1f}, p = {_p(bb[f'{b:g}']['friedman']['p'])}"
           f", CD = {_f(bb[f'{b:g}']['cd'])}" for b in budgets if "friedman" in bb[f"{b:g}"]]
     lines += ["Friedman tests over the methods run on every task and seed (ranks): " + "; ".join(fr) + ".",
@@ -328,7 +330,7 @@ def protocol_section(res: dict, argv: list[str]) -> list[str]:
     for other in plan["workers"][1:]:
         ko = res[f"K{other}"]["odd"]
         lines += [f"### Held-out tasks, K = {other}: mean regret (points) [95% CI] / mean rank", "",
-                  *_regret_table(ko), ""]
+                  *regret_table(ko), ""]
     return lines
 
 
@@ -367,25 +369,6 @@ def _caveats(res: dict) -> list[str]:
         "the held-out figures are the only ones the goals are judged on.",
         "",
     ]
-
-
-def _regret_table(an: dict) -> list[str]:
-    budgets = an["budgets"]
-    out = ["| method | " + " | ".join(f"{b:g} FTE" for b in budgets) + " |",
-           "| --- |" + " ---: |" * len(budgets)]
-    for m in an["methods"]:
-        cells = []
-        for b in budgets:
-            row = an["by_budget"][f"{b:g}"]
-            if m not in row["mean_regret"] or math.isnan(row["mean_regret"][m]):
-                cells.append("-")
-                continue
-            lo, hi = row["ci"][m]
-            rk = row["mean_rank"].get(m)
-            cells.append(f"{row['mean_regret'][m]:.2f} [{lo:.2f}, {hi:.2f}]"
-                         + (f" / {rk:.2f}" if rk is not None else ""))
-        out.append(f"| {m} | " + " | ".join(cells) + " |")
-    return out
 
 
 def goals(odd: dict, ours: str, peers: list[str], kk: dict) -> list[str]:
