@@ -11,7 +11,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
 from typing import Any
 
-from tuner.config import StudySettings, import_trainable, settings_from, with_overrides
+from tuner.config import (
+    BUDGET_FIGURES,
+    StudySettings,
+    import_trainable,
+    settings_from,
+    with_overrides,
+)
 from tuner.errors import ConfigError, StudyError, TunerError
 from tuner.lock import LOCK_FILE, StudyLock
 from tuner.record import OPTUNA_JOURNAL, RECORD_FILE, StudyRecord, StudyState
@@ -96,7 +102,7 @@ def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettin
                 os.rmdir(path)  # unless it holds something of the user's
             raise
         record.parent_run_id = tracker.start_study(name, {**params, "name": name},
-                                                           space.to_dict())
+                                                   space.to_dict())
         record.save()
         if verbose:
             print(f"[tuner] study {name}: {settings.num_samples} trials of {space.source}, "
@@ -156,8 +162,7 @@ def resume(path: str, trainable: Callable[..., Any] | None = None,
             record.settings["budget_usd"] = settings.budget_usd
             record.stop_reason = None
         elif record.stop_reason == "budget":
-            spent = record.cost.get("cluster_usd" if settings.budget_scope == "cluster"
-                                    else "cost_usd", 0.0)
+            spent = record.cost.get(BUDGET_FIGURES[settings.budget_scope], 0.0)
             raise StudyError(
                 f"{path}: the study finished at its budget ({settings.budget_scope} "
                 f"${spent:.4g} of ${settings.budget_usd:g}); to go on, raise it: "

@@ -192,7 +192,7 @@ def _aws_report(cluster: str, region: str, prices: str | None) -> None:
 
     from tuner.cost.catalog import Market, PriceCatalog
     from tuner.cost.live import cluster_instances
-    from tuner.summary import money
+    from tuner.summary import columns, money
 
     catalog, now = PriceCatalog.load(prices), datetime.now(UTC)
     rows = [["instance", "type", "lifecycle", "zone", "launched (UTC)", "uptime h", "at catalog $",
@@ -205,11 +205,9 @@ def _aws_report(cluster: str, region: str, prices: str | None) -> None:
         rows.append([i.instance_id, i.instance_type, i.lifecycle, i.zone,
                      i.launched.strftime("%Y-%m-%d %H:%M"), f"{hours:.2f}", money(usd),
                      i.study or "-"])
-    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
     print(f"\nAWS: {len(rows) - 1} instances of cluster {cluster!r} in {region} "
           f"(since launch, at catalog prices: {money(total)})")
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print("\n".join(columns(rows)))
 
 
 def _summary(result: object) -> int:
@@ -383,6 +381,7 @@ def _worker_type(text: str) -> WorkerType:
 def _prices(args: argparse.Namespace) -> int:
     from tuner.cost.catalog import Market, PriceCatalog
     from tuner.cost.live import live_catalog
+    from tuner.summary import columns
 
     catalog = PriceCatalog.load(args.prices)
     if args.region not in catalog.regions:
@@ -400,10 +399,8 @@ def _prices(args: argparse.Namespace) -> int:
         rows.append([p.instance_type, str(p.vcpus), str(p.gpus), f"{p.on_demand_usd_hour:.4f}",
                      f"{p.spot_usd_hour:.4f}", f"{saving:.0f}%", p.source(Market.SPOT),
                      p.source(Market.ON_DEMAND)])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print(f"{args.region}: {note}")
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print("\n".join(columns(rows)))
     return 0
 
 

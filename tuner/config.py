@@ -24,7 +24,9 @@ from tuner.tracking import masked
 
 RESERVED_PREFIX = "tuner."
 DEFAULT_REGION = "us-east-1"
-BUDGET_SCOPES = ("cluster", "trials")
+# What budget_usd caps, and the study total (CostMeter.totals) that measures it
+BUDGET_FIGURES = {"cluster": "cluster_usd", "trials": "cost_usd"}
+BUDGET_SCOPES = tuple(BUDGET_FIGURES)
 # Resources Ray names in lower case in `tune.with_resources`; others are custom resources.
 _RAY_RESOURCES = ("cpu", "gpu", "memory")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from tuner.config import BUDGET_FIGURES
 from tuner.cost.catalog import Market
 from tuner.cost.live import study_catalog
 from tuner.cost.meter import CostMeter
@@ -159,7 +160,7 @@ class StudyBook:
         (its scope "cluster"), or the trials' dollars (scope "trials")."""
         if self._scope == "cluster":
             return self.meter.cluster_usd(self._clock())
-        return float(self.record.cost.get("cost_usd", 0.0))
+        return float(self.record.cost.get(BUDGET_FIGURES[self._scope], 0.0))
 
     def _next_iteration_usd(self) -> float:
         """The most the next iteration could add to what the budget caps."""
@@ -313,7 +314,7 @@ class StudyBook:
 
     def _update_totals(self) -> None:
         totals = self.meter.totals(now=self._clock())
-        key = "cluster_usd" if self._scope == "cluster" else "cost_usd"
+        key = BUDGET_FIGURES[self._scope]
         before = self.record.cost.get(key, 0.0)
         self.record.cost = totals
         if self._budget:

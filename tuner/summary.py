@@ -35,6 +35,12 @@ def cost_lines(result: TuneResult) -> list[str]:
     return lines
 
 
+def columns(rows: list[list[str]]) -> list[str]:
+    """Rows of text cells as lines of left-aligned columns two spaces apart."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
 def money(usd: float) -> str:
     """Dollars as people read them: cents for amounts of a dollar or more, else four
     significant digits in plain decimals (``$0.0008197``), never ``8.197e-05``."""
@@ -78,8 +84,7 @@ def format_table(result: TuneResult) -> str:
                      money(t["cost_usd"]), money(t["wasted_usd"]), _text(t["market"]),
                      str(t["restarts"]), *(_fmt(t["config"].get(k)) for k in keys),
                      _first_line(t["error"])])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = columns(rows)
     counts = frame["status"].value_counts().to_dict()
     lines.append(f"{len(frame)} trials: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     odd = int((frame["iterations"].gt(0) & ~frame[result.metric].map(finite)).sum())
