@@ -193,16 +193,24 @@ WHOLE_NODE = {"resources_per_trial": {"cpu": 4}}
 SCOPES = pytest.mark.parametrize("scope", ["trials", "cluster"])
 
 
+BUDGET = 0.01
+
+
+def _budgeted_trial(make_book, scope):
+    """A study with a $0.01 budget in ``scope`` and trial t1 started on a whole node, whose
+    iterations of the returned ``seconds`` each cost 32% of the budget."""
+    clock = Clock()
+    book = make_book(clock=clock, budget_usd=BUDGET, budget_scope=scope, **WHOLE_NODE)
+    book.nodes_seen([ray_node("n1")])
+    book.trial_started("t1", {})
+    return book, clock, 0.32 * BUDGET / usd_per_second(share=1.0)
+
+
 @SCOPES
 def test_the_study_stops_once_the_next_iteration_could_pass_the_budget(make_book, scope):
     """Each iteration costs 32% of the budget: after two (64%) a third still fits; after
     three (96%) a fourth would pass it."""
-    budget = 0.01
-    seconds = 0.32 * budget / usd_per_second(share=1.0)
-    clock = Clock()
-    book = make_book(clock=clock, budget_usd=budget, budget_scope=scope, **WHOLE_NODE)
-    book.nodes_seen([ray_node("n1")])
-    book.trial_started("t1", {})
+    book, clock, seconds = _budgeted_trial(make_book, scope)
     assert not book.over_budget()
     report(book, clock, "t1", 1, 0.5, seconds=seconds)
     assert not book.over_budget()
@@ -212,7 +220,7 @@ def test_the_study_stops_once_the_next_iteration_could_pass_the_budget(make_book
 
     report(book, clock, "t1", 3, 0.7, seconds=seconds)
     assert book.over_budget()
-    assert book.record.cost["cost_usd"] < budget  # stops before passing it
+    assert book.record.cost["cost_usd"] < BUDGET  # stops before passing it
     assert book.record.stop_reason == "budget"
     assert StudyRecord.load(book.record.path).stop_reason == "budget"  # saved at once
     assert book.over_budget()  # and stays stopped
@@ -416,12 +424,7 @@ def test_a_resumed_study_still_knows_what_an_iteration_costs_and_stops_before_th
     """The driver dies right after a result that left less than one iteration of budget,
     before Tune asked over_budget; a second StudyBook on the record is `tuner resume`'s
     (at the same moment, on the same node)."""
-    budget = 0.01
-    seconds = 0.32 * budget / usd_per_second(share=1.0)
-    clock = Clock()
-    book = make_book(clock=clock, budget_usd=budget, budget_scope=scope, **WHOLE_NODE)
-    book.nodes_seen([ray_node("n1")])
-    book.trial_started("t1", {})
+    book, clock, seconds = _budgeted_trial(make_book, scope)
     for step in (1, 2, 3):  # 96% spent: a fourth iteration would pass the budget
         report(book, clock, "t1", step, 0.5, seconds=seconds)
     book.save(force=True)
