@@ -28,7 +28,6 @@ from typing import Any
 from tuner import engine
 from tuner.errors import TunerError
 
-_STATE_FILE = "tuner_state.pkl"
 _iterations: dict[str, int] = {}  # trial id -> iterations reported (actors are reused)
 _drain_checked = [0.0, False]  # when this process last asked, and the answer
 
@@ -41,7 +40,7 @@ def load_state(default: Any = None) -> Any:
         _iterations[trial] = 0
         return default
     with checkpoint.as_directory() as directory:
-        path = os.path.join(directory, _STATE_FILE)
+        path = os.path.join(directory, engine.STATE_FILE)
         if not os.path.exists(path):
             _iterations[trial] = 0
             return default
@@ -68,7 +67,7 @@ def report(metrics: Mapping[str, Any], *, state: Any = None, checkpoint_every: i
         engine.report_to_tune(dict(metrics))
         return
     with tempfile.TemporaryDirectory(prefix="tuner-ckpt-") as directory:
-        with open(os.path.join(directory, _STATE_FILE), "wb") as f:
+        with open(os.path.join(directory, engine.STATE_FILE), "wb") as f:
             pickle.dump({"iteration": iteration, "state": state}, f,
                         protocol=pickle.HIGHEST_PROTOCOL)
         engine.report_to_tune(dict(metrics), checkpoint_directory=directory)

@@ -72,7 +72,8 @@ def test_a_study_on_s3_survives_its_driver(tmp_path, monkeypatch):
     record = json.loads(record_file.read_text())
     assert record["state"] == "finished" and record["tune_path"] == "s3://studies/runs/s3study"
     assert len(record["trials"]) == 10
-    assert {t["status"] for t in record["trials"].values()} <= {"completed", "pruned"}
+    failed = {k: t.get("error") for k, t in record["trials"].items() if t["status"] not in ("completed", "pruned")}
+    assert not failed, f"{failed}\n{resumed.stdout[-3000:]}\n{resumed.stderr[-3000:]}"
     assert any("/checkpoint_" in k for k in keys)  # trials checkpointed to S3
     assert any(k.split("/")[-1].startswith("experiment_state") for k in keys)
     assert not (tmp_path / "tuner_results" / "s3study" / "tuner.pkl").exists()  # Tune's is on S3

@@ -7,7 +7,8 @@ adds what Ray's integration lacks:
 * a trial stopped early by ASHA is told to Optuna as PRUNED with its intermediate
   values (Ray tells it COMPLETE with a truncated value, which misleads TPE);
 * ASHA's rungs are saved with the experiment, so a resumed study keeps them;
-* every trial's progress goes to the study record and to MLflow as it happens.
+* every trial's progress goes to the study record and to MLflow as it happens;
+* a trial whose snapshot names a checkpoint deleted since resumes from its newest one.
 
 Modules, one job each: ``trial`` (what runs on the worker), ``search`` (OptunaSearch and
 ASHA), ``callbacks`` (Tune's events into the study's bookkeeping), ``run`` (join the
@@ -23,9 +24,10 @@ from tuner.engine.run import (
     trial_slots,
 )
 from tuner.engine.search import optuna_storage, user_metrics
-from tuner.engine.trial import current_trial_id, get_checkpoint, node_is_draining, report_to_tune
+from tuner.engine.trial import STATE_FILE, current_trial_id, get_checkpoint, node_is_draining, report_to_tune
 
 __all__ = [
+    "STATE_FILE",
     "can_restore",
     "connect",
     "current_trial_id",

@@ -22,7 +22,7 @@ from tuner import ray_compat
 from tuner.config import StudySettings
 from tuner.engine.callbacks import _BOOKS, _StudyCallback, _StudyStopper
 from tuner.engine.search import _Asha, _Search, optuna_storage
-from tuner.engine.trial import ITERATION, with_node_id
+from tuner.engine.trial import ITERATION, with_trial_mixin
 from tuner.errors import StudyError, TunerError
 from tuner.search_space import SearchSpace
 
@@ -140,7 +140,7 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
         resources = settings.resources_per_trial
         study = _StudyCallback(experiment_dir, asha, verbose)
         tuner = Tuner(
-            tune.with_resources(with_node_id(trainable), dict(resources)),
+            tune.with_resources(with_trial_mixin(trainable), dict(resources)),
             tune_config=TuneConfig(search_alg=search, scheduler=asha,
                                    num_samples=settings.num_samples,
                                    max_concurrent_trials=settings.max_concurrent_trials,
@@ -165,7 +165,7 @@ def resume_study(trainable: Callable[..., Any], experiment_dir: str, tune_path: 
         connect(ray_address)
         _check_schedulable(resources)
         _ship_by_value(trainable)
-        tuner = Tuner.restore(tune_path, tune.with_resources(with_node_id(trainable), dict(resources)),
+        tuner = Tuner.restore(tune_path, tune.with_resources(with_trial_mixin(trainable), dict(resources)),
                               resume_unfinished=True, resume_errored=False)
         _fit(tuner, experiment_dir, resources, max_concurrent)
 
