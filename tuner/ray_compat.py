@@ -4,7 +4,8 @@ Ray's public API does not cover all a spot study needs: the draining state of a 
 spot notice), the GCS's drain call, the function-trainable mixin hook (how each result
 learns its node), ASHA's and OptunaSearch's private fields, the test cluster of
 ``ray.cluster_utils``, the autoscaler's config validator, Tune's environment switches,
-and the token-auth set-up that ``ray.init()`` does only for clusters it starts itself.
+the GCS key-value store (how the studies sharing a cluster split its idle time), and the
+token-auth set-up that ``ray.init()`` does only for clusters it starts itself.
 Private APIs move between releases; a moved one must stop the product with a line
 naming the Ray version it was built for, never let it run on silently (a study that no
 longer checkpoints on a notice, or charges every trial $0).
@@ -218,6 +219,33 @@ def node_shapes() -> list[dict[str, float]]:
     return shapes
 
 
+# --- what the studies sharing a cluster tell each other (the GCS's key-value store) ---------
+
+_KV_NAMESPACE = "tuner"
+_KV_WHAT = "the GCS key-value store"
+
+
+def _kv(name: str) -> Callable[..., Any]:
+    return _attr("ray.experimental.internal_kv", name, _KV_WHAT)
+
+
+def cluster_kv_put(key: str, value: bytes) -> None:
+    """Store ``value`` under ``key`` on the connected cluster (overwriting)."""
+    _kv("_internal_kv_put")(key, value, overwrite=True, namespace=_KV_NAMESPACE)
+
+
+def cluster_kv_items(prefix: str) -> dict[str, bytes]:
+    """Every key under ``prefix`` on the connected cluster, with its value."""
+    get = _kv("_internal_kv_get")
+    items = {}
+    for key in _kv("_internal_kv_list")(prefix, namespace=_KV_NAMESPACE):
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        value = get(name, namespace=_KV_NAMESPACE)
+        if value is not None:
+            items[name] = value
+    return items
+
+
 # --- the cluster launcher's config validator -------------------------------------------------
 
 def cluster_config_validator() -> tuple[Callable[[dict], dict], Callable[[dict], None]]:
@@ -239,6 +267,8 @@ def check() -> None:
     check_env_switches()
     local_cluster_class()
     cluster_config_validator()
+    for name in ("_internal_kv_put", "_internal_kv_get", "_internal_kv_list"):
+        _kv(name)
     _require(_attr("ray._raylet", "InnerGcsClient", "the GCS drain-node call"), ["drain_node"],
              "the GCS drain-node call")
     _attr("ray.core.generated.autoscaler_pb2", "DrainNodeReason", "the GCS drain-node call")

@@ -7,7 +7,10 @@ without a cluster.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import numbers
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -15,12 +18,14 @@ from typing import Any
 from tuner.config import BUDGET_FIGURES
 from tuner.cost.catalog import Market
 from tuner.cost.live import study_catalog
-from tuner.cost.meter import CostMeter
+from tuner.cost.meter import CostMeter, Peer
 from tuner.cost.nodes import launched_at, node_info
 from tuner.errors import StudyError
 from tuner.record import StudyRecord, TrialStatus
 from tuner.summary import money
 from tuner.tracking import Tracker
+
+CLUSTER_PREFIX = "study/"  # keys of the studies' publications in the cluster's shared store
 
 
 def check_metric(trial_id: str, metric: str, result: Mapping[str, Any]) -> None:
@@ -152,6 +157,33 @@ class StudyBook:
             if node_id not in alive:
                 self.meter.node_down(node_id, now)
 
+    # --- a cluster shared with other studies ---------------------------------------------
+
+    @property
+    def cluster_key(self) -> str:
+        """This study's key in the cluster's shared store (name and where it lives)."""
+        where = hashlib.sha1(os.path.abspath(self.record.path).encode()).hexdigest()[:8]
+        return f"{CLUSTER_PREFIX}{self.record.name}-{where}"
+
+    def published(self, ended: bool = False) -> bytes:
+        """What the other studies on the cluster need to split its idle time with this one."""
+        return json.dumps(self.meter.published(self._since, self._clock(), ended)).encode()
+
+    def peers_seen(self, items: Mapping[str, bytes]) -> None:
+        """The other studies' publications (this study's own key is skipped): from now on
+        the cluster's idle time is split with those that ran at the time."""
+        peers = []
+        for key, value in items.items():
+            if key == self.cluster_key:
+                continue
+            try:
+                peer = Peer.from_dict(json.loads(value))
+            except (ValueError, KeyError, TypeError):
+                continue  # a newer release's format, or a torn write: next time
+            if peer.until > self._since:
+                peers.append(peer)
+        self.meter.peers = peers
+
     def knows_node(self, node_id: str) -> bool:
         return self.meter.node(node_id) is not None
 
@@ -273,6 +305,7 @@ class StudyBook:
         entry = self.record.trial(trial_id)
         entry.status = status
         entry.ended_at = self._clock()
+        self.meter.trial_ended(trial_id)
         if error:
             entry.error = error
         self._track(trial_id)

@@ -28,6 +28,11 @@ def cost_lines(result: TuneResult) -> list[str]:
         f"{usd(c.get('cluster_on_demand_usd', c['cluster_usd']))}, saved "
         f"{c.get('cluster_savings_pct', 0.0):.1f}%): head, workers and idle time included; "
         f"{usd(c['idle_usd'])} idle"]
+    if c.get("shared_with_studies"):
+        others = int(c["shared_with_studies"])
+        lines.append(f"              this study's share of a cluster shared with {others} other "
+                     f"stud{'y' if others == 1 else 'ies'}: its trials' node time, plus idle "
+                     f"time split evenly between the studies running")
     if result.idle_by_kind:
         lines.append("Idle share    " + ", ".join(
             f"{kind} {100 * share:.0f}% ({usd(idle)})"

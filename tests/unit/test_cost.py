@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tuner.cost import CostMeter, Market, NodeInfo, PriceCatalog
 from tuner.cost.catalog import COLUMNS
+from tuner.cost.meter import Peer
 from tuner.errors import ConfigError
 
 
@@ -132,3 +135,67 @@ def test_nodes_are_priced_from_their_labels_or_the_default():
     bare = node_info({"NodeID": "y", "Resources": {"CPU": 2.0}}, catalog, "m5.large",
                      Market.ON_DEMAND, "us-east-1")
     assert not bare.labelled and bare.usd_per_hour == 0.096
+
+
+# --- studies sharing one cluster ---------------------------------------------------------------
+
+def _two_studies():
+    """Study A runs 0-100 s, study B 40-140 s, on one head (no trials) and one 2-CPU worker
+    at $0.001 per node-second each; A's trial holds half the worker 0-60 s, B's 50-140 s."""
+    a, b = CostMeter(), CostMeter()
+    for meter, since in ((a, 0.0), (b, 40.0)):
+        meter.node_up(node("head", usd=3.6, cpus=2), at=since)
+        meter.node_up(node("w", usd=3.6, cpus=2), at=since)
+    for end in range(10, 61, 10):
+        a.charge("a1", "w", end // 10, seconds=10, end=end, cpus=1)
+    a.trial_ended("a1")
+    for end in range(60, 141, 10):
+        b.charge("b1", "w", end // 10, seconds=10, end=end, cpus=1)
+    return a, b
+
+
+def _exchange(a, b, a_now, b_now, a_ended=True, b_ended=True):
+    a.peers = [Peer.from_dict(json.loads(json.dumps(b.published(40.0, b_now, ended=b_ended))))]
+    b.peers = [Peer.from_dict(json.loads(json.dumps(a.published(0.0, a_now, ended=a_ended))))]
+
+
+def test_studies_sharing_a_cluster_split_its_idle_time_and_add_up_to_its_bill():
+    a, b = _two_studies()
+    _exchange(a, b, a_now=100, b_now=140)
+    cluster_a, cluster_b = a.totals(now=100)["cluster_usd"], b.totals(now=140)["cluster_usd"]
+    assert cluster_a + cluster_b == pytest.approx(2 * 140 * 0.001)  # both nodes, 0-140 s
+    # A pays the head alone 0-40 s and half of it 40-100 s; on the worker, its trial's
+    # 30 node-seconds plus the free half alone 0-40 s and split with B 40-50 s (50-60 s both
+    # trials fill it) and 60-100 s.
+    head_a = 40 + 60 / 2
+    worker_a = 30 + 40 * 0.5 + 10 * 0.5 / 2 + 40 * 0.5 / 2
+    assert cluster_a == pytest.approx((head_a + worker_a) * 0.001)
+    for meter, now in ((a, 100), (b, 140)):
+        totals = meter.totals(now=now)
+        assert totals["useful_usd"] + totals["idle_usd"] == pytest.approx(totals["cluster_usd"])
+
+
+def test_a_study_alone_on_its_cluster_pays_for_all_of_it():
+    a, _ = _two_studies()
+    assert a.totals(now=100)["cluster_usd"] == pytest.approx(2 * 100 * 0.001)
+
+
+def test_a_running_peer_is_taken_to_hold_its_nodes_until_it_speaks_again():
+    a, b = _two_studies()
+    # B last spoke at 80 s with its trial running; A ends at 100 s.
+    b_then = CostMeter.from_dict(b.to_dict())
+    b_then._nodes["w"].busy = [seg for seg in b_then._nodes["w"].busy if seg[1] <= 80]
+    b_then._running = {"b1": ("w", 0.5)}
+    a.peers = [Peer.from_dict(b_then.published(40.0, 80.0))]
+    guessed = a.totals(now=100)["cluster_usd"]
+    a.peers = [Peer.from_dict(b.published(40.0, 140.0))]
+    assert guessed == pytest.approx(a.totals(now=100)["cluster_usd"])
+    # silent for longer than a minute: no longer taken to run on
+    a.peers = [Peer.from_dict(b_then.published(40.0, 80.0))]
+    assert a.totals(now=200)["cluster_usd"] > guessed + 0.09
+
+
+def test_what_a_study_publishes_merges_back_to_back_iterations():
+    a, _ = _two_studies()
+    published = a.published(0.0, 100.0)
+    assert published["busy"] == {"w": [[0.0, 60.0, 0.5]]} and published["running"] == {}

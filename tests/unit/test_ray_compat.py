@@ -143,6 +143,14 @@ def test_a_moved_cluster_config_validator_fails_loudly(monkeypatch):
         ray_compat.cluster_config_validator()
 
 
+def test_a_moved_key_value_store_fails_loudly(monkeypatch):
+    from ray.experimental import internal_kv
+
+    monkeypatch.delattr(internal_kv, "_internal_kv_list")
+    with pytest.raises(RayCompatError, match="the GCS key-value store"):
+        ray_compat.cluster_kv_items("tuner/")
+
+
 def test_preparing_a_local_cluster_on_a_fresh_machine_makes_the_token_and_temp_dir(tmp_path):
     """A machine where Ray never ran: empty HOME, RAY_TMPDIR never used, no RAY_AUTH_MODE.
     (In a subprocess: Ray caches the token and auth mode per process.)"""

@@ -9,11 +9,18 @@ An iteration charged a second time (a restart from an older checkpoint re-ran it
 moves its first charge to *wasted*. A node's uptime not covered by any trial is *idle*,
 computed from the busy intervals, so ``useful + wasted + idle == cluster`` is a check
 on the measurements, not an identity by construction.
+
+Studies sharing a cluster: each publishes its busy profile per node (:meth:`published`)
+and reads the others' (:attr:`CostMeter.peers`). A node's idle time -- the head's, and a
+worker's when no study's trial holds it -- is split evenly between the studies running
+at that moment, so each study's cluster figure is its own trials' node-seconds plus its
+share of the idle, and the studies' figures add up to the cluster's bill.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from tuner.cost.catalog import Market
@@ -52,10 +59,44 @@ class _Node:
     busy: list[tuple[float, float, float]] = field(default_factory=list)  # (start, end, share)
 
 
+@dataclass(frozen=True)
+class Peer:
+    """Another study on the same cluster, as it last published itself (:meth:`CostMeter.published`).
+
+    It ran from ``since`` to ``until`` (its last word); ``busy`` is its busy level per node,
+    as (start, end, share) segments; ``running`` the level its running trials held per node
+    at ``until``, which a study still running (``ended`` false) is taken to hold since.
+    """
+
+    since: float
+    until: float
+    busy: dict[str, list[tuple[float, float, float]]]
+    running: dict[str, float] = field(default_factory=dict)
+    ended: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Peer:
+        return cls(float(data["since"]), float(data["until"]),
+                   {n: [tuple(map(float, seg)) for seg in segs] for n, segs in data["busy"].items()},  # type: ignore[misc]
+                   {n: float(v) for n, v in data.get("running", {}).items()}, bool(data.get("ended")))
+
+    def as_of(self, now: float, stale_s: float) -> Peer:
+        """Extended to ``now`` when it is still running and spoke within ``stale_s``: its
+        running trials are taken to run on (the best guess until it speaks again)."""
+        if self.ended or now <= self.until or now - self.until > stale_s:
+            return self
+        busy = {n: list(segs) for n, segs in self.busy.items()}
+        for node_id, level in self.running.items():
+            busy.setdefault(node_id, []).append((self.until, now, level))
+        return Peer(self.since, now, busy, self.running, self.ended)
+
+
 class CostMeter:
     def __init__(self) -> None:
         self._nodes: dict[str, _Node] = {}
         self.trials: dict[str, TrialCost] = {}
+        self._running: dict[str, tuple[str, float]] = {}  # trial -> (node, share) of its last charge
+        self.peers: list[Peer] = []  # the other studies on this cluster (not saved: re-read)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the study record (JSON), restored by :meth:`from_dict`."""
@@ -117,7 +158,38 @@ class CostMeter:
         trial.markets.add(info.market.value)
         trial.instance_types.add(info.instance_type)
         node.busy.append((end - seconds, end, share))
+        self._running[trial_id] = (node_id, share)
         return usd
+
+    def trial_ended(self, trial_id: str) -> None:
+        """The trial holds no node any more (for what :meth:`published` says is running)."""
+        self._running.pop(trial_id, None)
+
+    def published(self, since: float, now: float, ended: bool = False,
+                  resolution_s: float = 0.1) -> dict[str, Any]:
+        """What other studies on the cluster need to split its idle time with this one
+        (:class:`Peer`'s fields): this study's busy level per node as merged segments,
+        edges rounded to ``resolution_s`` so back-to-back iterations merge into one."""
+        busy: dict[str, list[list[float]]] = {}
+        for node_id, node in self._nodes.items():
+            rounded = [(round(a / resolution_s) * resolution_s, round(b / resolution_s) * resolution_s, share)
+                       for a, b, share in node.busy]
+            segments: list[list[float]] = []
+            for start, end, level in _levels(rounded):
+                if level <= 0:
+                    continue
+                if segments and segments[-1][1] == start and segments[-1][2] == level:
+                    segments[-1][1] = end
+                else:
+                    segments.append([start, end, level])
+            if segments:
+                busy[node_id] = segments
+        running: dict[str, float] = {}
+        if not ended:
+            for node_id, share in self._running.values():
+                running[node_id] = running.get(node_id, 0.0) + share
+        return {"schema": 1, "since": since, "until": now, "ended": ended, "busy": busy,
+                "running": running}
 
     def totals(self, now: float) -> dict[str, float]:
         """Study totals in $, two headlines and their parts:
@@ -126,7 +198,8 @@ class CostMeter:
           ``useful_usd``, and ``on_demand_equiv_usd`` (the same node-seconds on demand);
         * the cluster while the study ran (what the bill says): ``cluster_usd`` (every
           node's uptime, head and idle included), ``idle_usd``, and
-          ``cluster_on_demand_usd`` (the same nodes for the same time on demand).
+          ``cluster_on_demand_usd`` (the same nodes for the same time on demand); on a
+          cluster shared with ``shared_with_studies`` other studies, this study's share.
         """
         cost = sum(t.cost_usd for t in self.trials.values())
         wasted = sum(t.wasted_usd for t in self.trials.values())
@@ -137,22 +210,24 @@ class CostMeter:
                 "on_demand_equiv_usd": on_demand, "savings_pct": _saved(cost, on_demand),
                 "idle_usd": idle, "cluster_usd": cluster,
                 "cluster_on_demand_usd": cluster_on_demand,
-                "cluster_savings_pct": _saved(cluster, cluster_on_demand)}
+                "cluster_savings_pct": _saved(cluster, cluster_on_demand),
+                "shared_with_studies": float(len(self.peers))}
 
     def cluster_usd(self, now: float, on_demand: bool = False) -> float:
         """Every node's uptime up to ``now`` at its price (or its on-demand price): the bill
         so far, cheap enough to ask at every step."""
         total = 0.0
-        for node in self._nodes.values():
+        for node_id, node in self._nodes.items():
             end = node.down if node.down is not None else now
             rate = node.info.usd_per_hour
             if on_demand and node.info.on_demand_usd_per_hour:
                 rate = node.info.on_demand_usd_per_hour
-            total += max(0.0, end - node.up) * rate / 3600.0
+            seconds = self._node_seconds(node_id, node, end, now)[0] if self.peers else max(0.0, end - node.up)
+            total += seconds * rate / 3600.0
         return total
 
     def cluster_usd_per_second(self) -> float:
-        """What the live nodes cost per second now."""
+        """What the live nodes cost per second now (this study's share of it at most)."""
         return sum(n.info.usd_per_hour for n in self._nodes.values() if n.down is None) / 3600
 
     def idle_by_kind(self, now: float) -> dict[str, tuple[float, float]]:
@@ -175,9 +250,21 @@ class CostMeter:
                 continue
             end = node.down if node.down is not None else now
             rate = node.info.usd_per_hour / 3600.0
-            cluster += (end - node.up) * rate
-            idle += _idle_seconds(node.up, end, node.busy) * rate
+            seconds, idle_seconds = self._node_seconds(node_id, node, end, now)
+            cluster += seconds * rate
+            idle += idle_seconds * rate
         return cluster, idle
+
+    def _node_seconds(self, node_id: str, node: _Node, end: float, now: float) -> tuple[float, float]:
+        """(this study's node-seconds, of them idle) of one node from its start to ``end``:
+        its whole uptime when it has the cluster to itself, else its trials' busy
+        node-seconds plus its share of the node's idle, split between the studies running."""
+        if not self.peers:
+            return end - node.up, _idle_seconds(node.up, end, node.busy)
+        peers = [p.as_of(now, _STALE_S) for p in self.peers]
+        return _shared_seconds(node.up, end, node.busy,
+                               [seg for p in peers for seg in p.busy.get(node_id, ())],
+                               [(p.since, p.until) for p in peers])
 
     def longest_and_dearest_iteration(self) -> tuple[float, float]:
         """(seconds, $) of the longest and of the dearest iteration charged so far: what a
@@ -198,6 +285,51 @@ class CostMeter:
 def _saved(paid: float, on_demand: float) -> float:
     """Percent saved against on-demand (0 when there is nothing to compare)."""
     return round(100.0 * (1 - paid / on_demand), 6) + 0.0 if on_demand else 0.0  # no "-0.0"
+
+
+_STALE_S = 60.0  # a peer silent this long is not taken to run on
+
+
+def _levels(busy: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
+    """The busy level over time as (start, end, level) segments, from intervals."""
+    events = sorted(e for start, end, share in busy if end > start
+                    for e in ((start, share), (end, -share)))
+    segments, level = [], 0.0
+    for (t, delta), (t_next, _) in pairwise(events):
+        level += delta
+        if t_next > t:
+            segments.append((t, t_next, round(level, 9)))
+    return segments
+
+
+def _shared_seconds(up: float, down: float, own: list[tuple[float, float, float]],
+                    others: list[tuple[float, float, float]],
+                    windows: list[tuple[float, float]]) -> tuple[float, float]:
+    """(own node-seconds, of them idle) in [up, down] of a node shared with other studies:
+    the integral of own busy + max(0, 1 - all busy) / (1 + other studies running), own busy
+    scaled down where the studies' busy levels add up past the node (clock skew)."""
+    events: list[tuple[float, int, float]] = []  # (time, 0 own | 1 others | 2 running, delta)
+    for kind, intervals in ((0, own), (1, others)):
+        for start, end, share in intervals:
+            start, end = max(start, up), min(end, down)
+            if end > start:
+                events += [(start, kind, share), (end, kind, -share)]
+    for since, until in windows:
+        start, end = max(since, up), min(until, down)
+        if end > start:
+            events += [(start, 2, 1.0), (end, 2, -1.0)]
+    events.sort()
+    mine = idle = 0.0
+    level = [0.0, 0.0, 0.0]
+    t = up
+    for time, kind, delta in [*events, (down, 0, 0.0)]:
+        busy = level[0] + level[1]
+        free = max(0.0, 1.0 - busy) / (1.0 + round(level[2]))
+        mine += (time - t) * (level[0] / max(1.0, busy) + free)
+        idle += (time - t) * free
+        level[kind] += delta
+        t = time
+    return mine, idle
 
 
 def _idle_seconds(up: float, down: float, busy: list[tuple[float, float, float]]) -> float:

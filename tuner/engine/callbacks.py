@@ -12,10 +12,11 @@ import ray
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
+from tuner import ray_compat
 from tuner.engine.search import _Asha, user_metrics
 from tuner.engine.trial import BUSY_S, ITERATION, NODE_ID
 from tuner.record import TrialStatus
-from tuner.study import StudyBook
+from tuner.study import CLUSTER_PREFIX, StudyBook
 
 _BOOKS: dict[str, StudyBook] = {}  # experiment dir -> the driver's live bookkeeping
 
@@ -81,12 +82,26 @@ class _StudyCallback(Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._poll_nodes(force=True)
         self.book.experiment_ended([t.trial_id for t in trials])
+        self._share_cluster(ended=True)
 
     def _poll_nodes(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self._nodes_polled > 2.0:
             self.book.nodes_seen(ray.nodes())
+            self._share_cluster()
             self._nodes_polled = now
+
+    def _share_cluster(self, ended: bool = False) -> None:
+        """Tell the other studies on this cluster what this one holds, and hear theirs
+        (through the GCS's key-value store), so each pays its share of the idle time."""
+        try:
+            ray_compat.cluster_kv_put(self.book.cluster_key, self.book.published(ended))
+            if not ended:
+                self.book.peers_seen(ray_compat.cluster_kv_items(CLUSTER_PREFIX))
+        except ray_compat.RayCompatError:
+            raise
+        except Exception:  # the GCS busy or restarting: the next poll tries again
+            pass
 
 
 class _StudyStopper(Stopper):
