@@ -27,40 +27,44 @@ QUICK = {"protocol": ["--quick"],
          "agreement": ["--tasks", "3945", "--seeds", "2", "--sim-seeds", "10", "--samples", "12"],
          "overhead": ["--trials", "100", "--repeats", "3"],
          "realcompute": ["--samples", "12", "--epochs", "15", "--seeds", "1"],
-         "spot": ["--hazards", "1.3", "--samples", "16"]}
+         "spot": ["--hazards", "1.3", "--samples", "16"],
+         "idle": ["--idle", "--samples", "12", "--seeds", "1"]}
 FULL = {"protocol": [],
         "agreement": ["--tasks", "3945,146212", "--seeds", "4", "--sim-seeds", "30",
                       "--samples", "24"],
         "overhead": ["--trials", "300", "--repeats", "3"],
         "realcompute": ["--samples", "24", "--epochs", "30", "--seeds", "2"],
-        "spot": ["--hazards", "0,0.05,0.3,1.3", "--samples", "16"]}
-SYSTEM_TITLES = ("Overhead", "Spot economics", "Real compute")
+        "spot": ["--hazards", "0,0.05,0.3,1.3", "--samples", "16"],
+        "idle": ["--idle", "--samples", "12", "--seeds", "2"]}
+SYSTEM_TITLES = ("Overhead", "Spot economics", "Idle scale-down", "Real compute")
+MODULES = {"idle": "spot"}  # benchmarks.spot --idle
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few tasks and seeds (minutes)")
     parser.add_argument("--system", action="store_true",
-                        help="also run the overhead, spot and real-compute benchmarks")
-    parser.add_argument("--only", help="comma-separated: protocol,agreement,overhead,spot,realcompute")
+                        help="also run the overhead, spot, idle and real-compute benchmarks")
+    parser.add_argument("--only", help="comma-separated: protocol,agreement,overhead,spot,idle,realcompute")
     parser.add_argument("--reuse", action="store_true",
                         help="protocol: reuse studies already in results/runs.json.gz")
     parser.add_argument("--note", default="", help="a paragraph for the top of RESULTS.md")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
-    default = {"protocol", "agreement"} | ({"overhead", "spot", "realcompute"} if args.system else set())
+    default = {"protocol", "agreement"} | ({"overhead", "spot", "idle", "realcompute"} if args.system else set())
     only = set(args.only.split(",")) if args.only else default
     load = os.getloadavg()
     started = time.perf_counter()
     out: dict[str, dict] = {}
     walls: dict[str, float] = {}
-    for name in ("overhead", "spot", "realcompute", "agreement", "protocol"):
+    for name in ("overhead", "spot", "idle", "realcompute", "agreement", "protocol"):
         if name not in only:
             continue
         argv = plan[name] + (["--reuse"] if name == "protocol" and args.reuse else [])
-        print(f"\n== {name}: python -m benchmarks.{name} {' '.join(argv)}", flush=True)
+        module_name = MODULES.get(name, name)
+        print(f"\n== {name}: python -m benchmarks.{module_name} {' '.join(argv)}", flush=True)
         t0 = time.perf_counter()
-        module = __import__(f"benchmarks.{name}", fromlist=["main"])
+        module = __import__(f"benchmarks.{module_name}", fromlist=["main"])
         out[name] = module.main(argv)
         walls[name] = time.perf_counter() - t0
     minutes = (time.perf_counter() - started) / 60
@@ -129,7 +133,7 @@ def report(out: dict, plan: dict, command: str, load: tuple, minutes: float,
         lines += agreement_section(saved, [*saved.get("argv", []), f"(run {saved.get('when')})"])
     n = 3
     for name, title in (("overhead", "Overhead"), ("spot", "Spot economics"),
-                        ("realcompute", "Real compute")):
+                        ("idle", "Idle scale-down"), ("realcompute", "Real compute")):
         if name in out:
             lines += _system_section(name, out[name], plan[name], n)
         elif title in carried:
@@ -170,6 +174,13 @@ def _system_section(name: str, res: dict, argv: list[str], n: int) -> list[str]:
     if name == "spot":
         return [f"## {n}. Spot economics on the local spot cluster", "",
                 f"`python -m benchmarks.spot {' '.join(argv)}`", "", *spot.table(res["rows"]), ""]
+    if name == "idle":
+        return [f"## {n}. Idle scale-down on the local spot cluster", "",
+                f"`python -m benchmarks.spot {' '.join(argv)}`: the same study ({res['args']['samples']} "
+                f"trials, three spot workers, no preemptions, an on-demand head that runs no trials) "
+                f"without and with `tuner cluster up --idle-timeout {res['args']['idle_timeout']:g}`; "
+                "one row per run. Idle share: of each node kind's dollars, the part no trial held.", "",
+                *spot.idle_table(res["runs"]), ""]
     if name == "realcompute":
         return [f"## {n}. Real compute: the digits MLP example", "",
                 f"`python -m benchmarks.realcompute {' '.join(argv)}`", "",

@@ -7,6 +7,12 @@ just dies), and once on three on-demand workers of the same types. Dollars come 
 study's cost meter (real node-seconds x catalog price); preemptions from the cluster's
 log. Real: the cluster's Ray nodes (SIGKILLed when preempted), the driver, MLflow. Faked:
 EC2 (the market simulator and a local metadata endpoint per spot node).
+
+``--idle`` runs instead the same study on the three spot workers (no preemptions) without
+and with the cluster's idle scale-down (``tuner cluster up --idle-timeout``), and prints
+the cluster bill, its idle dollars and the idle share of each node kind, before and after.
+Real as above; idle workers are drained through the GCS and their processes stopped, and
+a removed kind is started again as a new Ray node when a trial waits for one.
 """
 
 from __future__ import annotations
@@ -42,12 +48,14 @@ def train(config: dict) -> None:
 
 
 def run_one(market: str, hazard: float, act: bool, seed: int, root: str,
-            args: argparse.Namespace) -> dict:
+            args: argparse.Namespace, idle_timeout: float | None = None) -> dict:
     import ray
 
     import tuner
 
     name = f"{market}-{hazard:g}-{'notice' if act else 'ignore'}-{seed}"
+    if idle_timeout is not None:
+        name += f"-idle{idle_timeout:g}"
     work = os.path.join(root, name)
     os.makedirs(work)
     address_file, log_path = os.path.join(work, "cluster.json"), os.path.join(work, "cluster.log")
@@ -57,6 +65,8 @@ def run_one(market: str, hazard: float, act: bool, seed: int, root: str,
         command += ["--worker", w.format(m=market)]
     if not act:
         command.append("--ignore-notices")
+    if idle_timeout is not None:
+        command += ["--idle-timeout", str(idle_timeout)]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -82,14 +92,41 @@ def run_one(market: str, hazard: float, act: bool, seed: int, root: str,
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     with open(log_path) as f:
-        kills = f.read().count("[cluster] killed")
+        events = f.read()
+    kills = events.count("[cluster] killed")
     lost = int(result.trials["lost_iterations"].sum())
     return {"market": market, "hazard": hazard, "notices": act if market == "spot" else None,
             "preemptions": kills, "trial_usd": result.cost["cost_usd"],
             "wasted_usd": result.cost["wasted_usd"], "cluster_usd": result.cost["cluster_usd"],
             "lost_iterations": lost, "lost_per_preemption": lost / kills if kills else None,
             "wall_s": wall, "best": result.best_metric,
-            "trials": len(result.trials), "failed": int((result.trials["status"] == "failed").sum())}
+            "trials": len(result.trials), "failed": int((result.trials["status"] == "failed").sum()),
+            "idle_timeout": idle_timeout, "idle_usd": result.cost["idle_usd"],
+            "idle_by_kind": dict(result.idle_by_kind),
+            "removed": events.count("[cluster] removed"),
+            "readded": events.count("[cluster] up") - kills - len(WORKERS)}
+
+
+def idle_table(runs: list[dict]) -> list[str]:
+    """One row per run: the bill, its idle part, and each node kind's idle share."""
+    from tuner.summary import money
+
+    kinds = sorted({k for r in runs for k in r["idle_by_kind"]})
+    lines = ["| idle scale-down | cluster $ | idle $ | idle share | "
+             + " | ".join(f"{k} idle share ($)" for k in kinds)
+             + " | trials' $ | wall s | workers removed / started again | trials (failed) |",
+             "| --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in kinds)
+             + " | ---: | ---: | ---: | ---: |"]
+    for r in runs:
+        setting = "off" if r["idle_timeout"] is None else f"after {r['idle_timeout']:g} s idle"
+        per_kind = [f"{100 * r['idle_by_kind'][k][1]:.0f}% ({money(r['idle_by_kind'][k][0])})"
+                    if k in r["idle_by_kind"] else "-" for k in kinds]
+        lines.append(
+            f"| {setting} | {money(r['cluster_usd'])} | {money(r['idle_usd'])} | "
+            f"{100 * r['idle_usd'] / r['cluster_usd']:.0f}% | " + " | ".join(per_kind)
+            + f" | {money(r['trial_usd'])} | {r['wall_s']:.0f} | {r['removed']} / "
+            f"{r['readded']} | {r['trials']} ({r['failed']}) |")
+    return lines
 
 
 def summarise(runs: list[dict]) -> list[dict]:
@@ -136,7 +173,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--hazards", default="0,0.05,0.3,1.3")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--samples", type=int, default=24)
+    parser.add_argument("--idle", action="store_true",
+                        help="the same study without and with idle scale-down, instead")
+    parser.add_argument("--idle-timeout", type=float, default=3.0,
+                        help="with --idle: seconds idle before a worker goes (default 3)")
     args = parser.parse_args(argv)
+    if args.idle:
+        return main_idle(args)
     hazards = [float(h) for h in args.hazards.split(",")]
     settings = [("on-demand", 0.0, True)]
     for h in hazards:
@@ -154,6 +197,21 @@ def main(argv: list[str] | None = None) -> dict:
     print("\nSpot economics on the local spot cluster")
     print("\n".join(table(rows)))
     return {"rows": rows, "runs": runs, "args": vars(args)}
+
+
+def main_idle(args: argparse.Namespace) -> dict:
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="tuner-bench-idle-") as root:
+        for seed in range(args.seeds):
+            for timeout in (None, args.idle_timeout):
+                r = run_one("spot", 0.0, True, seed, root, args, idle_timeout=timeout)
+                runs.append(r)
+                print(f"  idle timeout {timeout} seed {seed}: cluster ${r['cluster_usd']:.6f}, "
+                      f"idle ${r['idle_usd']:.6f} ({r['wall_s']:.0f} s)", flush=True)
+    print(f"\nIdle scale-down on the local spot cluster ({len(WORKERS)} spot workers and an "
+          f"on-demand head with no CPU for trials; {args.samples} trials)")
+    print("\n".join(idle_table(runs)))
+    return {"runs": runs, "args": vars(args)}
 
 
 if __name__ == "__main__":

@@ -84,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--ignore-notices", action="store_true",
                    help="run no preemption watcher: spot nodes die without a drain (to "
                         "measure what acting on notices saves)")
+    p.add_argument("--idle-timeout", type=float, metavar="SECONDS",
+                   help="remove a worker none of whose resources has been in use for this "
+                        "many real seconds, and start its kind again when a trial waits for "
+                        "resources (the autoscaler's idle_timeout_minutes; default: never, "
+                        "the workers asked for stay up)")
     p = sub.add_parser("prices", help="show the $/hour a study will be charged")
     p.add_argument("--region", default=DEFAULT_REGION)
     p.add_argument("--type", action="append", dest="types", metavar="INSTANCE_TYPE",
@@ -335,13 +340,17 @@ def _cluster(args: argparse.Namespace) -> int:
             ("--hazard", args.hazard, 0 <= args.hazard < math.inf, ">= 0 (e.g. --hazard 0.6)"),
             ("--time-scale", args.time_scale, 0 < args.time_scale < math.inf,
              "> 0 (e.g. --time-scale 60)"),
-            ("--head-cpus", args.head_cpus, args.head_cpus >= 0, ">= 0 (e.g. --head-cpus 0)")):
+            ("--head-cpus", args.head_cpus, args.head_cpus >= 0, ">= 0 (e.g. --head-cpus 0)"),
+            ("--idle-timeout", args.idle_timeout,
+             args.idle_timeout is None or 0 < args.idle_timeout < math.inf,
+             "> 0 (e.g. --idle-timeout 60)")):
         if not ok:
             raise ConfigError(flag, "", f"must be a finite number {rule}, got {value:g}")
     stop = threading.Event()
     cluster = LocalSpotCluster(workers, hazard_per_hour=args.hazard, time_scale=args.time_scale,
                                head_cpus=args.head_cpus, dashboard=args.dashboard,
-                               seed=args.seed, act_on_notices=not args.ignore_notices).start()
+                               seed=args.seed, act_on_notices=not args.ignore_notices,
+                               idle_timeout_s=args.idle_timeout).start()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         info = {"address": cluster.address, "dashboard": cluster.dashboard_url,
@@ -349,7 +358,10 @@ def _cluster(args: argparse.Namespace) -> int:
         if args.address_file:
             write_json_atomic(args.address_file, info)
         print(f"local spot cluster up: {len(workers)} workers, {args.hazard:g} preemptions per "
-              f"node-hour at {args.time_scale:g}x\n  export RAY_ADDRESS={cluster.address} "
+              f"node-hour at {args.time_scale:g}x"
+              + (f", idle workers removed after {args.idle_timeout:g} s" if args.idle_timeout
+                 else "")
+              + f"\n  export RAY_ADDRESS={cluster.address} "
               f"RAY_AUTH_MODE=token"
               + (f"\n  ray job submit --address {cluster.dashboard_url} -- ..."
                  if cluster.dashboard_url else "")

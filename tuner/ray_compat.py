@@ -4,7 +4,8 @@ Ray's public API does not cover all a spot study needs: the draining state of a 
 spot notice), the GCS's drain call, the function-trainable mixin hook (how each result
 learns its node), ASHA's and OptunaSearch's private fields, the test cluster of
 ``ray.cluster_utils``, the autoscaler's config validator, Tune's environment switches,
-the GCS key-value store (how the studies sharing a cluster split its idle time), and the
+the GCS key-value store (how the studies sharing a cluster split its idle time), the
+cluster's status, idle drains and node groups (the local cluster's idle scale-down), and the
 token-auth set-up that ``ray.init()`` does only for clusters it starts itself.
 Private APIs move between releases; a moved one must stop the product with a line
 naming the Ray version it was built for, never let it run on silently (a study that no
@@ -246,6 +247,68 @@ def cluster_kv_items(prefix: str) -> dict[str, bytes]:
     return items
 
 
+# --- idle scale-down of the local cluster: the cluster's status, idle drains, node groups -----
+# The cluster's status (``ray status``'s source: per-node use, Ray's idle clock, the resource
+# requests waiting), the GCS's drain call with reason IDLE_TERMINATION (the autoscaler's: the
+# raylet refuses it once the node is busy), and the node groups an autoscaler reports (what
+# :func:`node_shapes` reads, so a study on a scaled-down cluster knows which nodes may come
+# back).
+
+_STATUS, _IDLE_DRAIN, _GROUPS = ("the cluster status", "the GCS idle drain call",
+                                 "the autoscaler's cluster config report")
+
+
+def cluster_status(gcs_address: str) -> tuple[dict[str, tuple[float | None, dict[str, float]]],
+                                               list[dict[str, float]]]:
+    """(each live node: (seconds Ray has seen it idle, None unless its status is IDLE, so a
+    draining node is never idle; its free resources), the resource bundles waiting: those of
+    pending placement groups (a Tune trial's) and of tasks and actors; not the
+    ``request_resources`` constraints, which ask for a cluster size, not for free room)."""
+    status = _attr("ray.autoscaler.v2.sdk", "get_cluster_status", _STATUS)(gcs_address)
+    try:
+        nodes = {}
+        for node in [*status.active_nodes, *status.idle_nodes]:
+            usage = node.resource_usage
+            if node.node_id is None or usage is None:
+                continue
+            idle = usage.idle_time_ms / 1000.0 if node.node_status == "IDLE" else None
+            nodes[node.node_id] = (idle, {u.resource_name: u.total - u.used for u in usage.usage})
+        demands = status.resource_demands
+        waiting = [dict(by_count.bundle)
+                   for demand in [*demands.placement_group_demand, *demands.ray_task_actor_demand]
+                   for by_count in demand.bundles_by_count for _ in range(by_count.count)]
+    except AttributeError as exc:
+        raise RayCompatError(_STATUS, f"ClusterStatus: {exc}") from None
+    return nodes, waiting
+
+
+def idle_drain(gcs_address: str) -> Callable[[str, str], tuple[bool, str]]:
+    """``drain(node_id, message) -> (accepted, rejection)`` with reason IDLE_TERMINATION."""
+    reasons = _attr("ray.core.generated.autoscaler_pb2", "DrainNodeReason", _IDLE_DRAIN)
+    _require(reasons, ["DRAIN_NODE_REASON_IDLE_TERMINATION"], _IDLE_DRAIN)
+    reason = reasons.DRAIN_NODE_REASON_IDLE_TERMINATION
+    client = _attr("ray._raylet", "GcsClient", _IDLE_DRAIN)(address=gcs_address)
+
+    def drain(node_id: str, message: str) -> tuple[bool, str]:
+        accepted, rejection = client.drain_node(node_id, reason, message, 0)
+        return bool(accepted), str(rejection or "")
+
+    return drain
+
+
+def report_node_groups(gcs_address: str, groups: Iterable[tuple[str, int, dict[str, int]]]) -> None:
+    """Tell the GCS the node groups this cluster may start -- (name, at most how many,
+    resources of one) each, from 0 -- as an autoscaler reports its cluster config."""
+    config = _attr("ray.core.generated.autoscaler_pb2", "ClusterConfig", _GROUPS)()
+    for name, count, resources in groups:
+        group = config.node_group_configs.add()
+        group.name, group.min_count, group.max_count = name, 0, count
+        for key, amount in resources.items():
+            group.resources[key] = amount  # whole units in this message
+    client = _attr("ray._raylet", "GcsClient", _GROUPS)(address=gcs_address)
+    client.report_cluster_config(config.SerializeToString())
+
+
 # --- the cluster launcher's config validator -------------------------------------------------
 
 def cluster_config_validator() -> tuple[Callable[[dict], dict], Callable[[dict], None]]:
@@ -269,6 +332,12 @@ def check() -> None:
     cluster_config_validator()
     for name in ("_internal_kv_put", "_internal_kv_get", "_internal_kv_list"):
         _kv(name)
+    _attr("ray.autoscaler.v2.sdk", "get_cluster_status", _STATUS)
+    _require(_attr("ray.core.generated.autoscaler_pb2", "DrainNodeReason", _IDLE_DRAIN),
+             ["DRAIN_NODE_REASON_IDLE_TERMINATION"], _IDLE_DRAIN)
+    _attr("ray._raylet", "GcsClient", _GROUPS)  # it hands calls to InnerGcsClient:
+    _require(_attr("ray._raylet", "InnerGcsClient", _GROUPS), ["drain_node", "report_cluster_config"], _GROUPS)
+    _attr("ray.core.generated.autoscaler_pb2", "ClusterConfig", _GROUPS)
     _require(_attr("ray._raylet", "InnerGcsClient", "the GCS drain-node call"), ["drain_node"],
              "the GCS drain-node call")
     _attr("ray.core.generated.autoscaler_pb2", "DrainNodeReason", "the GCS drain-node call")

@@ -5,8 +5,12 @@ A head node and several worker nodes, real Ray node processes started with
 ``cluster/aws-spot.yaml``. Each spot worker has its own metadata endpoint on 127.0.0.1
 and a preemption watcher; a :class:`~tuner.spot.market.SpotMarket` issues notices at a
 hazard rate on a compressed clock, kills the node (SIGKILL) when its notice expires and
-starts a replacement of the same type, as the autoscaler would. It stops only the
-processes it started.
+starts a replacement of the same type, as the autoscaler would. With an idle timeout it
+also scales down as the autoscaler does with ``idle_timeout_minutes``: a worker none of
+whose resources has been in use for that long is drained (a drain the node refuses once
+work lands on it) and removed, and a removed kind comes back when resources are asked for
+that the live nodes cannot give (:class:`IdleScaler` decides, on time passed in). It stops
+only the processes it started.
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ import socket
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tuner import ray_compat
 from tuner.cost.nodes import labels_for
+from tuner.ray_compat import RayCompatError
+from tuner.spot.idle import IdleScaler, NodeView, capacity
 from tuner.spot.imds import FakeMetadataServer, InstanceMetadata
 from tuner.spot.market import SpotMarket
 from tuner.spot.watcher import PreemptionWatcher, gcs_drain
@@ -42,6 +50,9 @@ DEFAULT_WORKERS = (WorkerType("c5.xlarge", "spot", 1, "us-east-1a"),
                    WorkerType("c5.xlarge", "on-demand", 1, "us-east-1a"))
 
 
+_SCALE_EVERY_S = 0.5  # how often the idle scale-down asks the GCS for the cluster's status
+
+
 @dataclass
 class _Worker:
     kind: WorkerType
@@ -55,15 +66,20 @@ class LocalSpotCluster:
                  hazard_per_hour: float = 0.0, time_scale: float = 60.0,
                  notice_s: float = 120.0, margin_s: float = 15.0, head_cpus: int = 0,
                  dashboard: bool = False, seed: int = 0, region: str = "us-east-1",
-                 act_on_notices: bool = True) -> None:
+                 act_on_notices: bool = True, idle_timeout_s: float | None = None) -> None:
         """``time_scale`` simulated seconds pass per real second (hazard and notice are
         in simulated time: the default 60 turns a 2-minute notice into 2 real seconds).
         ``act_on_notices=False`` runs no preemption watcher: nodes die without a drain,
-        as on a cluster that ignores the notice."""
+        as on a cluster that ignores the notice. ``idle_timeout_s`` (real seconds, as the
+        bill counts them; None: never) removes a worker idle that long and starts a
+        removed kind again when resources are asked for that the live nodes lack."""
         self._kinds, self._scale, self._margin = workers, time_scale, margin_s
         self._head_cpus, self._dashboard, self._region = head_cpus, dashboard, region
         self._act = act_on_notices
         self.market = SpotMarket(hazard_per_hour, notice_s, seed)
+        self.scaler = IdleScaler(idle_timeout_s, workers) if idle_timeout_s is not None else None
+        self._noticed: set[str] = set()
+        self._next_scale = 0.0
         self._workers: dict[str, _Worker] = {}
         self._lock = threading.Lock()
         self._started = 0.0
@@ -98,6 +114,10 @@ class LocalSpotCluster:
         for kind in self._kinds:
             self._add(kind)
         self.cluster.wait_for_nodes()
+        if self.scaler is not None:  # so a study sees the kinds it may get back (node_shapes)
+            ray_compat.report_node_groups(self.cluster.address, [
+                (f"{kind.instance_type}-{kind.market}-{kind.zone}", count, {"CPU": kind.cpus})
+                for kind, count in Counter(self._kinds).items()])
         self._started = time.time()
         return self
 
@@ -141,12 +161,13 @@ class LocalSpotCluster:
         if worker is None or worker.imds is None:
             return
         worker.imds.issue(at)
+        self._noticed.add(node_id)
         self.events.append((time.time(), "notice", node_id))
 
     def run(self, stop: threading.Event, on_event: Callable[[str, str], None],
             interval_s: float = 0.25) -> None:
         """Run the market until ``stop`` is set: :meth:`tick` every ``interval_s``, each new
-        event (``up``, ``notice``, ``killed``; node id) told to ``on_event``. Call it from
+        event (``up``, ``notice``, ``killed``, ``removed``; node id) told to ``on_event``. Call it from
         the main thread (Ray starts nodes there only)."""
         told = 0
         while not stop.is_set():
@@ -159,7 +180,8 @@ class LocalSpotCluster:
             stop.wait(interval_s)
 
     def tick(self) -> None:
-        """One step of the market: notices, drains, kills and replacements."""
+        """One step of the market: notices, drains, kills and replacements; then, with an
+        idle timeout, idle workers removed and removed kinds started for waiting demand."""
         now = time.time()
         events = self.market.step(self.spot_nodes(), (now - self._started) * self._scale)
         for node_id, sim_when in events.notices.items():
@@ -170,12 +192,53 @@ class LocalSpotCluster:
             watcher.poll()
         for node_id in events.kills:
             self._kill_and_replace(node_id)
+        if self.scaler is not None and now >= self._next_scale:
+            self._next_scale = now + _SCALE_EVERY_S
+            self._scale_idle(self.scaler, time.time())
+
+    def _scale_idle(self, scaler: IdleScaler, now: float) -> None:
+        try:
+            status, demand = ray_compat.cluster_status(self.cluster.address)
+        except RayCompatError:
+            raise
+        except Exception as exc:  # the GCS is busy or restarting: try at the next tick
+            log.warning("idle scale-down: no cluster status (%s)", exc)
+            return
+        nodes = {node_id: NodeView(idle, free) for node_id, (idle, free) in status.items()}
+        with self._lock:
+            workers = {n: w.kind for n, w in self._workers.items()}
+        for node_id, kind in workers.items():  # not in the status yet: starting, all free
+            nodes.setdefault(node_id, NodeView(None, capacity(kind)))
+        events = scaler.step(now, workers, nodes, demand, keep=self._noticed)
+        for node_id in events.remove:
+            self._remove_idle(scaler, node_id, now)
+        for kind in events.add:
+            self._add(kind)
+
+    def _remove_idle(self, scaler: IdleScaler, node_id: str, now: float) -> None:
+        # The raylet refuses an idle drain once work has landed on the node: no trial can
+        # start on a node between our look at it and its removal.
+        accepted, why = ray_compat.idle_drain(self.cluster.address)(
+            node_id, f"idle for {scaler.timeout_s:g} s (tuner cluster --idle-timeout)")
+        if not accepted:
+            log.info("idle scale-down: node %s is busy again (%s)", node_id[:8], why)
+            scaler.busy(node_id, now)
+            return
+        with self._lock:
+            worker = self._workers.pop(node_id, None)
+        if worker is None:
+            return
+        self.cluster.remove_node(worker.node, allow_graceful=True)
+        if worker.imds:
+            worker.imds.close()
+        self.events.append((time.time(), "removed", node_id))
 
     def _kill_and_replace(self, node_id: str) -> None:
         with self._lock:
             worker = self._workers.pop(node_id, None)
         if worker is None:
             return
+        self._noticed.discard(node_id)
         self.cluster.remove_node(worker.node, allow_graceful=False)
         if worker.imds:
             worker.imds.close()
@@ -187,3 +250,4 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
