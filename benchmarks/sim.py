@@ -210,7 +210,8 @@ def _quiet() -> None:
 def tuner_method(seed: int, *, grace_period: int = 1, reduction_factor: float = 3,
                  brackets: int = 1, sampler: Callable[[int], Any] | None = None) -> Method:
     """What ``tuner.tune`` builds (``run_study``): ``_Asha`` + ``_Search`` over the space.
-    Defaults are the product's (``StudySettings``: grace_period 1, reduction_factor 3);
+    Defaults are the product's (``StudySettings``: grace_period 1, reduction_factor 3,
+    independent TPE);
     ``sampler`` (a function of the seed) and ``brackets`` are settings a variant passes
     through the same classes (OptunaSearch's ``sampler``, ASHA's ``brackets``)."""
     from tuner.engine.search import _Asha, _Search
@@ -218,10 +219,18 @@ def tuner_method(seed: int, *, grace_period: int = 1, reduction_factor: float = 
     _quiet()
     asha = _Asha(time_attr=ITER, metric=METRIC, mode="max", max_t=MAX_T,
                  grace_period=grace_period, reduction_factor=reduction_factor, brackets=brackets)
-    kwargs: dict[str, Any] = {"seed": seed} if sampler is None else {"sampler": sampler(seed)}
     search = _Search(asha, space=space().suggest, metric=METRIC, mode="max",
-                     study_name=f"sim-{seed}", storage=None, **kwargs)
+                     study_name=f"sim-{seed}", storage=None,
+                     sampler=(sampler or _shipped_sampler)(seed))
     return RayMethod(search, asha)
+
+
+def _shipped_sampler(seed: int) -> Any:
+    """The sampler ``run_study`` builds with the product's default settings."""
+    from tuner.config import StudySettings
+    from tuner.engine.search import tpe_sampler
+
+    return tpe_sampler(seed, StudySettings.__dataclass_fields__["tpe_multivariate"].default)
 
 
 def ray_defaults_method(seed: int, *, random: bool = False) -> Method:

@@ -40,12 +40,13 @@ def tune(trainable: Callable[..., Any],
         **settings: any field of :class:`tuner.config.StudySettings`, which documents each
             and holds its default -- the same keys as an experiment YAML: ``mode``,
             ``num_samples``, ``max_t``, ``grace_period``, ``reduction_factor`` (ASHA over
-            ``training_iteration``), ``max_failures``, ``resources_per_trial``,
+            ``training_iteration``), ``tpe_multivariate`` (``False``: independent TPE, the
+            default the benchmark chose), ``max_failures``, ``resources_per_trial``,
             ``max_concurrent_trials``, ``storage_path`` (a directory or ``s3://...``),
             ``name``, ``mlflow_uri``, ``mlflow_experiment``, ``seed`` (``None``: random,
             printed), ``checkpoints_to_keep``, ``ray_address``, ``budget_usd``,
-            ``budget_alerts``, ``region``, ``default_instance_type``, ``default_market``,
-            ``prices``, ``live_prices``, ``seconds_per_iteration``.
+            ``budget_scope``, ``budget_alerts``, ``region``, ``default_instance_type``, ``default_market``,
+            ``prices``, ``live_prices``, ``seconds_per_iteration``, ``aws_cluster``.
 
     Returns:
         The study's best config and metric, and one row per trial.

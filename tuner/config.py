@@ -48,6 +48,7 @@ class StudySettings:
     max_t: int = 30
     grace_period: int = 1
     reduction_factor: float = 3
+    tpe_multivariate: bool = False  # Optuna's multivariate TPE; independent TPE did better with ASHA
     max_failures: int = 3
     resources_per_trial: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1})
     max_concurrent_trials: int | None = None
@@ -97,6 +98,9 @@ class StudySettings:
         if isinstance(rf, bool) or not isinstance(rf, (int, float)) or not 1 < rf < math.inf:
             raise bad("reduction_factor", f"must be a number > 1 (ASHA keeps 1/reduction_factor "
                       f"of trials at each rung), got {rf!r}")
+        for flag in ("tpe_multivariate", "live_prices"):
+            if not isinstance(getattr(self, flag), bool):
+                raise bad(flag, f"must be true or false, got {getattr(self, flag)!r}")
         mf = self.max_failures
         if isinstance(mf, bool) or not isinstance(mf, int) or mf < -1:
             raise bad("max_failures", f"must be an integer >= 0 (or -1 for unlimited retries), "

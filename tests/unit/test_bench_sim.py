@@ -113,3 +113,15 @@ def test_holm_and_the_critical_difference():
     assert protocol.critical_difference(10, 17) == pytest.approx(3.164 * math.sqrt(110 / 102))
     assert protocol.hit_cost({"cost": [1, 3], "best": [80, 95]}, 90) == 3
     assert protocol.hit_cost({"cost": [1, 3], "best": [80, 85]}, 90) == math.inf
+
+
+def test_the_simulated_study_samples_as_the_product_does():
+    """The simulator's "ours" is the product's sampler: independent TPE unless
+    ``tpe_multivariate`` is set, seeded as ``run_study`` seeds it."""
+    from tuner.config import StudySettings
+    from tuner.engine.search import tpe_sampler
+
+    assert StudySettings(metric="acc").tpe_multivariate is False
+    shipped = sim.tuner_method(7).searcher._ot_study.sampler
+    assert type(shipped) is type(tpe_sampler(7, False)) and shipped._multivariate is False
+    assert tpe_sampler(7, True)._multivariate is True

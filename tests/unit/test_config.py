@@ -92,6 +92,10 @@ BAD = [
      "exp.yaml: mlflow_uri: MLflow has no tracking store for scheme 'notascheme'"),
     ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nprices: nope.csv\n",
      "nope.csv: no such file"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\ntpe_multivariate: 'no'\n",
+     "exp.yaml: tpe_multivariate: must be true or false, got 'no'"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nlive_prices: 1\n",
+     "exp.yaml: live_prices: must be true or false, got 1"),
 ]
 
 

@@ -21,7 +21,7 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tun
 from tuner import ray_compat
 from tuner.config import StudySettings
 from tuner.engine.callbacks import _BOOKS, _StudyCallback, _StudyStopper
-from tuner.engine.search import _Asha, _Search, optuna_storage
+from tuner.engine.search import _Asha, _Search, optuna_storage, tpe_sampler
 from tuner.engine.trial import ITERATION, with_trial_mixin
 from tuner.errors import StudyError, TunerError
 from tuner.search_space import SearchSpace
@@ -136,7 +136,8 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
                      reduction_factor=settings.reduction_factor)
         search = _Search(asha, space=space.suggest, metric=settings.metric, mode=settings.mode,
                          study_name=os.path.basename(experiment_dir),
-                         storage=optuna_storage(experiment_dir), seed=settings.seed)
+                         storage=optuna_storage(experiment_dir),
+                         sampler=tpe_sampler(settings.seed, settings.tpe_multivariate))
         resources = settings.resources_per_trial
         study = _StudyCallback(experiment_dir, asha, verbose)
         tuner = Tuner(
