@@ -252,6 +252,32 @@ def test_a_cluster_budget_counts_the_whole_bill_and_a_trials_budget_only_the_tri
     assert books["cluster"].record.budget_alerts == [25, 50, 75]
 
 
+def test_two_books_on_one_cluster_hear_each_other_and_split_its_idle_time(make_book, tmp_path):
+    """Two studies on the same two 4-CPU nodes from the same moment, each with one 1-CPU
+    trial on n1: what each publishes, the other reads (its own key and junk skipped), and
+    each pays its quarter of n1 plus half of the rest of the cluster."""
+    clock = Clock()
+    a = make_book(clock=clock)
+    b_record = StudyRecord.load(a.record.path)
+    b_record.path, b_record.name, b_record.bill_since = str(tmp_path / "other"), "other", None
+    b_record.save()
+    b = StudyBook(b_record.path, verbose=False, clock=clock)
+    assert a.cluster_key != b.cluster_key
+    for book, trial in ((a, "ta"), (b, "tb")):
+        book.nodes_seen([ray_node("n1"), ray_node("n2")])
+        book.trial_started(trial, {})
+    clock.advance(10)
+    for book, trial in ((a, "ta"), (b, "tb")):
+        book.trial_result(trial, 1, {"acc": 0.5}, "n1", 10.0)
+    store = {a.cluster_key: a.published(), b.cluster_key: b.published(), "study/junk": b"{"}
+    a.peers_seen(store)
+    b.peers_seen(store)
+    node_s = usd_per_second(share=1.0)
+    for book in (a, b):
+        assert book.spent() == pytest.approx(10 * node_s * (0.25 + 0.5 / 2 + 1.0 / 2))
+    assert a.spent() + b.spent() == pytest.approx(2 * 10 * node_s)  # the two nodes, 10 s
+
+
 def test_without_a_budget_the_study_never_stops_for_money(make_book):
     clock = Clock()
     book = make_book(clock=clock)
