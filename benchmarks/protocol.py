@@ -113,10 +113,17 @@ def _multivariate(seed: int, **kwargs: Any) -> Any:
 
 # Candidates. The grace / bracket variants and those that explore more (RESULTS.md: TPE
 # narrowed too early once most trials were pruned) ran with multivariate TPE, the default
-# then; independent TPE won the choice and is what ships, alone and with grace 3.
+# then; independent TPE won the choice and is what ships; the second round varies it.
 CANDIDATES: dict[str, Callable[[int], sim.Method]] = {
     SHIPPED: sim.tuner_method,
     "ours, grace 3": lambda s: sim.tuner_method(s, grace_period=3),
+    # independent TPE (shipped) with more exploration or a different schedule
+    "ours, grace 2": lambda s: sim.tuner_method(s, grace_period=2),
+    "ours, reduction factor 4": lambda s: sim.tuner_method(s, reduction_factor=4),
+    "ours, TPE n_startup_trials=20": lambda s: sim.tuner_method(
+        s, sampler=lambda seed: _tpe(seed, multivariate=False, n_startup_trials=20)),
+    "ours, TPE + 1/3 random configurations": lambda s: sim.tuner_method(
+        s, sampler=lambda seed: _mixed_tpe(seed, multivariate=False)),
     PREVIOUS: lambda s: sim.tuner_method(s, sampler=_multivariate),
     "ours, multivariate TPE, grace 2": lambda s: sim.tuner_method(s, grace_period=2, sampler=_multivariate),
     "ours, multivariate TPE, grace 3": lambda s: sim.tuner_method(s, grace_period=3, sampler=_multivariate),
@@ -183,7 +190,8 @@ def _job(args: tuple) -> dict:
     return {"method": name, "task": task, "seed": seed, "workers": workers,
             "cost": [c / fte_s for c in trace.cost], "best": trace.best,
             "trials": trace.trials, "spent": trace.spent / fte_s,
-            "cpu_s": time.process_time() - started, "budget": budget_s / fte_s, "job": args}
+            "cpu_s": time.process_time() - started, "budget": budget_s / fte_s, "job": args,
+            "names": NAMES}
 
 
 NAMES = 2  # the candidates' names since independent TPE shipped (see RENAMED)
@@ -198,12 +206,11 @@ def load_cache(path: str | None = None, read_only: bool = False) -> None:
     if os.path.exists(path):
         with gzip.open(path, "rt", encoding="utf-8") as f:
             runs = json.load(f)
-            if not any(r.get("names") == NAMES for r in runs[:1]):
-                for r in runs:  # older names: "ours, grace 3" was multivariate TPE then
+            for r in runs:
+                if r.get("names") != NAMES:  # older names: "ours, grace 3" was multivariate TPE then
                     r["method"] = {**RENAMED, "ours, grace 3": "ours, multivariate TPE, grace 3"}.get(
                         r["method"], r["method"])
-            for r in runs:
-                r["names"] = NAMES
+                    r["names"] = NAMES
                 key = (r["method"], r["task"], r["seed"], r["workers"], round(r["budget"], 6))
                 _CACHE[key] = r
                 if read_only:
