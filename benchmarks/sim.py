@@ -21,6 +21,7 @@ instead of the product's journal file (same sampler, same trials; only I/O diffe
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import math
@@ -207,30 +208,39 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def tuner_method(seed: int, *, grace_period: int = 1, reduction_factor: float = 3,
+def tuner_method(seed: int, *, grace_period: int | None = None, reduction_factor: float | None = None,
                  brackets: int = 1, sampler: Callable[[int], Any] | None = None) -> Method:
     """What ``tuner.tune`` builds (``run_study``): ``_Asha`` + ``_Search`` over the space.
-    Defaults are the product's (``StudySettings``: grace_period 1, reduction_factor 3,
-    independent TPE);
+    Defaults are the product's (``StudySettings`` for this ``max_t``: its first rung,
+    reduction factor and sampler);
     ``sampler`` (a function of the seed) and ``brackets`` are settings a variant passes
     through the same classes (OptunaSearch's ``sampler``, ASHA's ``brackets``)."""
     from tuner.engine.search import _Asha, _Search
 
     _quiet()
+    shipped = _shipped()
     asha = _Asha(time_attr=ITER, metric=METRIC, mode="max", max_t=MAX_T,
-                 grace_period=grace_period, reduction_factor=reduction_factor, brackets=brackets)
+                 grace_period=grace_period or shipped.first_rung,
+                 reduction_factor=reduction_factor or shipped.reduction_factor, brackets=brackets)
     search = _Search(asha, space=space().suggest, metric=METRIC, mode="max",
                      study_name=f"sim-{seed}", storage=None,
                      sampler=(sampler or _shipped_sampler)(seed))
     return RayMethod(search, asha)
 
 
+@functools.cache
+def _shipped() -> Any:
+    """The product's default settings for a study of this benchmark's ``max_t``."""
+    from tuner.config import StudySettings
+
+    return StudySettings(metric=METRIC, max_t=MAX_T)
+
+
 def _shipped_sampler(seed: int) -> Any:
     """The sampler ``run_study`` builds with the product's default settings."""
-    from tuner.config import StudySettings
     from tuner.engine.search import tpe_sampler
 
-    return tpe_sampler(seed, StudySettings.__dataclass_fields__["tpe_multivariate"].default)
+    return tpe_sampler(seed, _shipped().tpe_multivariate)
 
 
 def ray_defaults_method(seed: int, *, random: bool = False) -> Method:

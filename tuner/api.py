@@ -39,7 +39,7 @@ def tune(trainable: Callable[..., Any],
         verbose: print one progress line as the study advances.
         **settings: any field of :class:`tuner.config.StudySettings`, which documents each
             and holds its default -- the same keys as an experiment YAML: ``mode``,
-            ``num_samples``, ``max_t``, ``grace_period``, ``reduction_factor`` (ASHA over
+            ``num_samples``, ``max_t``, ``grace_period`` (default 2), ``reduction_factor`` (ASHA over
             ``training_iteration``), ``tpe_multivariate`` (``False``: independent TPE, the
             default the benchmark chose), ``max_failures``, ``resources_per_trial``,
             ``max_concurrent_trials``, ``storage_path`` (a directory or ``s3://...``),

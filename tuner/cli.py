@@ -290,7 +290,7 @@ def _estimate(args: argparse.Namespace) -> int:
                           "--from a finished study to measure it")
     e = estimate(exp.settings, spi)
     s = exp.settings
-    print(f"{exp.source}: {s.num_samples} trials, ASHA max_t={s.max_t} grace={s.grace_period} "
+    print(f"{exp.source}: {s.num_samples} trials, ASHA max_t={s.max_t} grace={s.first_rung} "
           f"eta={s.reduction_factor:g}: about {e.iterations:.0f} iterations of {spi:.3g} s "
           f"({source})")
     print(f"on {e.instance_type} in {e.region}, {e.concurrency} trials at a time: "

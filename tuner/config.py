@@ -29,6 +29,10 @@ BUDGET_FIGURES = {"cluster": "cluster_usd", "trials": "cost_usd"}
 BUDGET_SCOPES = tuple(BUDGET_FIGURES)
 # Resources Ray names in lower case in `tune.with_resources`; others are custom resources.
 _RAY_RESOURCES = ("cpu", "gpu", "memory")
+# ASHA's default first rung. On the benchmark's choice tasks (LCBench, epochs 2-52) a first
+# cut after 2 iterations beat a cut after 1 (benchmarks/RESULTS.md, "How the default was
+# chosen"); the first epochs rank configurations poorly.
+FIRST_RUNG = 2
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -39,6 +43,8 @@ class StudySettings:
     YAML and the CLI flags all build through :func:`settings_from`.
 
     ``seed: None`` draws a random seed when the study starts (and says which);
+    ``grace_period: None`` is ASHA's first rung at :data:`FIRST_RUNG` iterations (``max_t``
+    when smaller), the first iteration saying too little of how a trial will end;
     ``resources_per_trial`` keys ``cpu``, ``gpu`` and ``memory`` are stored lower-case.
     """
 
@@ -46,7 +52,7 @@ class StudySettings:
     mode: str = "max"
     num_samples: int = 20
     max_t: int = 30
-    grace_period: int = 1
+    grace_period: int | None = None  # None: FIRST_RUNG, or max_t when smaller
     reduction_factor: float = 3
     tpe_multivariate: bool = False  # Optuna's multivariate TPE; independent TPE did better with ASHA
     max_failures: int = 3
@@ -71,10 +77,18 @@ class StudySettings:
     aws_cluster: str | None = None  # the Ray cluster_name on AWS: tag its instances with the study
 
     def __post_init__(self) -> None:
+        if self.grace_period is None and isinstance(self.max_t, int) and self.max_t >= 1:
+            object.__setattr__(self, "grace_period", min(FIRST_RUNG, self.max_t))
         self.validate(_BUILDING)
         resources = {k.lower() if k.lower() in _RAY_RESOURCES else k: v
                      for k, v in self.resources_per_trial.items()}
         object.__setattr__(self, "resources_per_trial", resources)
+
+    @property
+    def first_rung(self) -> int:
+        """ASHA's grace period: ``grace_period``, or its default resolved at construction."""
+        assert self.grace_period is not None  # __post_init__ resolved it
+        return self.grace_period
 
     def validate(self, source: str) -> None:
         """Raise :class:`ConfigError` naming ``source`` for the first invalid setting."""
@@ -91,7 +105,7 @@ class StudySettings:
             raise bad("mode", f"must be 'min' or 'max', got {self.mode!r}")
         for key in ("num_samples", "max_t", "grace_period", "checkpoints_to_keep"):
             _positive_int(source, key, getattr(self, key))
-        if self.grace_period > self.max_t:
+        if self.first_rung > self.max_t:
             raise bad("grace_period", f"must be <= max_t, got grace_period={self.grace_period}, "
                       f"max_t={self.max_t}; lower grace_period or raise max_t")
         rf = self.reduction_factor

@@ -56,7 +56,7 @@ def estimate(settings: StudySettings, seconds_per_iteration: float,
     slots = max(1, math.floor(1 / share)) if share else 1
     concurrency = min(settings.num_samples, settings.max_concurrent_trials or slots)
     iterations = settings.num_samples * iterations_per_trial(
-        settings.max_t, settings.grace_period, settings.reduction_factor)
+        settings.max_t, settings.first_rung, settings.reduction_factor)
     seconds = iterations * seconds_per_iteration
     usd = {m.value: seconds * price.hourly(m) / 3600 * share for m in Market}
     wall = seconds / concurrency

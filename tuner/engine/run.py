@@ -132,7 +132,7 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
         _check_schedulable(settings.resources_per_trial)
         _ship_by_value(trainable)
         asha = _Asha(time_attr=ITERATION, metric=settings.metric, mode=settings.mode,
-                     max_t=settings.max_t, grace_period=settings.grace_period,
+                     max_t=settings.max_t, grace_period=settings.first_rung,
                      reduction_factor=settings.reduction_factor)
         search = _Search(asha, space=space.suggest, metric=settings.metric, mode=settings.mode,
                          study_name=os.path.basename(experiment_dir),
