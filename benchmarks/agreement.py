@@ -47,8 +47,8 @@ def real(task: str, seed: int, samples: int, time_scale: float, root: str) -> di
 
     started = time.perf_counter()
     res = tuner.tune(make_trainable(task, time_scale), dict(SPACE), metric=sim.METRIC,
-                     mode="max", num_samples=samples, max_t=sim.MAX_T, grace_period=1,
-                     reduction_factor=3, max_concurrent_trials=2, seed=seed,
+                     mode="max", num_samples=samples, max_t=sim.MAX_T,  # the product's defaults
+                     max_concurrent_trials=2, seed=seed,
                      storage_path=root, name=f"agree-{task}-{seed}",
                      mlflow_uri=f"sqlite:///{root}/mlflow.db", verbose=False)
     return {"best": float(res.best_metric), "iterations": int(res.trials["iterations"].sum()),

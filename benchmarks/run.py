@@ -435,6 +435,15 @@ def goals(odd: dict, ours: str, peers: list[str], kk: dict) -> list[str]:
     return out
 
 
+def _defaults() -> str:
+    """The product's search defaults, as the simulator builds them."""
+    from benchmarks import sim
+
+    s = sim._shipped()
+    return (f"{'multivariate' if s.tpe_multivariate else 'independent'} TPE, grace "
+            f"{s.first_rung}, rf {s.reduction_factor:g}")
+
+
 def agreement_section(res: dict, argv: list[str]) -> list[str]:
     from benchmarks import agreement
 
@@ -442,7 +451,7 @@ def agreement_section(res: dict, argv: list[str]) -> list[str]:
     return ["## 2. Does the simulator agree with real Ray?", "",
             f"`python -m benchmarks.agreement {' '.join(argv)}`: `tuner.tune` itself (real local "
             f"Ray, MLflow, Optuna journal) with {a['samples']} trials, 2 at a time, product "
-            "defaults (grace 1, rf 3), trials reporting the surrogate's epochs 2-52 and sleeping "
+            f"defaults ({_defaults()}), trials reporting the surrogate's epochs 2-52 and sleeping "
             f"{a['time_scale']:g} s per simulated second; against the simulator with the same "
             "classes, settings, K = 2 and trial count. Same distribution within noise means a "
             "large Mann-Whitney p on both the best accuracy and the iterations run (real seeds "
