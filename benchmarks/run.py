@@ -370,8 +370,7 @@ def _caveats(res: dict) -> list[str]:
         "(conformal quantile regression), stand in. SMAC3's multi-fidelity facade was not tried.",
         "- Not measured: cost-aware promotion, a first rung chosen from rung-rank agreement as "
         "results arrive, budgets in dollars inside the product (the simulator bounds every "
-        "study by FTE), K = 1"
-        + ("" if 1 in plan["workers"] else " (only K = 4 ran)") + "; "
+        "study by FTE)" + ("" if 1 in plan["workers"] else ", K = 1 (only K = 4 ran)") + "; "
         f"{plan['seeds']} seeds, not 20. Searcher CPU time is not on the virtual clock "
         "(the CPU s column shows it; ASHA-CQR's ~20-40 s per study would matter for short epochs).",
         "- Two rounds of candidates on the even tasks only. Until them the product ran Optuna 5's "
