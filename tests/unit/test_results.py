@@ -176,3 +176,18 @@ def test_resuming_a_study_stopped_by_its_budget_says_how_to_raise_it(tmp_path, c
     assert "command line: budget_usd: must be a finite number of dollars > 0" in \
         capsys.readouterr().err
     assert StudyRecord.load(path).settings["budget_usd"] == 0.01  # a refused raise changes nothing
+
+
+def test_the_report_says_when_the_cluster_bill_is_a_share_of_a_shared_cluster(tmp_path):
+    from tuner.summary import cost_lines
+
+    cost = {"cost_usd": 0.01, "on_demand_equiv_usd": 0.02, "savings_pct": 50.0, "wasted_usd": 0.0,
+            "cluster_usd": 0.03, "cluster_on_demand_usd": 0.05, "cluster_savings_pct": 40.0,
+            "idle_usd": 0.02, "shared_with_studies": 0.0}
+    alone = cost_lines(TuneResult.load(write_study(tmp_path / "a", {}, cost=cost)))
+    shared = cost_lines(TuneResult.load(write_study(
+        tmp_path / "b", {}, cost={**cost, "shared_with_studies": 2.0})))
+    assert not any("shared" in line for line in alone)
+    assert any("share of a cluster shared with 2 other studies" in line for line in shared)
+    assert [line for line in shared if "Cluster bill" in line] == [
+        line for line in alone if "Cluster bill" in line]
