@@ -179,10 +179,12 @@ def _system_section(name: str, res: dict, argv: list[str], n: int) -> list[str]:
                 f"`python -m benchmarks.spot {' '.join(argv)}`", "", *spot.table(res["rows"]), ""]
     if name == "idle":
         return [f"## {n}. Idle scale-down on the local spot cluster", "",
-                f"`python -m benchmarks.spot {' '.join(argv)}`: the same study ({res['args']['samples']} "
-                f"trials, three spot workers, no preemptions, an on-demand head that runs no trials) "
-                f"without and with `tuner cluster up --idle-timeout {res['args']['idle_timeout']:g}`; "
-                "one row per run. Idle share: of each node kind's dollars, the part no trial held.", "",
+                f"`python -m benchmarks.spot {' '.join(argv)}`: two studies ({res['args']['samples']} "
+                f"trials each, three spot workers, no preemptions, an on-demand head that runs no "
+                "trials), one running as many trials at once as fit and one a trial at a time "
+                "(`max_concurrent_trials: 1`, a study that cannot use every worker), each without "
+                f"and with `tuner cluster up --idle-timeout {res['args']['idle_timeout']:g}`; one row "
+                "per run. Idle share: of each node kind's dollars, the part no trial held.", "",
                 *spot.idle_table(res["runs"]), ""]
     if name == "realcompute":
         return [f"## {n}. Real compute: the digits MLP example", "",

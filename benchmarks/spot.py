@@ -48,7 +48,8 @@ def train(config: dict) -> None:
 
 
 def run_one(market: str, hazard: float, act: bool, seed: int, root: str,
-            args: argparse.Namespace, idle_timeout: float | None = None) -> dict:
+            args: argparse.Namespace, idle_timeout: float | None = None,
+            concurrent: int | None = None) -> dict:
     import ray
 
     import tuner
@@ -56,6 +57,8 @@ def run_one(market: str, hazard: float, act: bool, seed: int, root: str,
     name = f"{market}-{hazard:g}-{'notice' if act else 'ignore'}-{seed}"
     if idle_timeout is not None:
         name += f"-idle{idle_timeout:g}"
+    if concurrent is not None:
+        name += f"-c{concurrent}"
     work = os.path.join(root, name)
     os.makedirs(work)
     address_file, log_path = os.path.join(work, "cluster.json"), os.path.join(work, "cluster.log")
@@ -80,6 +83,7 @@ def run_one(market: str, hazard: float, act: bool, seed: int, root: str,
         start = time.perf_counter()
         result = tuner.tune(train, SPACE, metric="acc", num_samples=args.samples, max_t=24,
                             grace_period=4, reduction_factor=2, max_failures=3, seed=seed,
+                            max_concurrent_trials=concurrent,
                             ray_address=address, storage_path=os.path.join(work, "results"),
                             name=name, mlflow_uri=f"sqlite:///{root}/mlflow.db", verbose=False)
         wall = time.perf_counter() - start
@@ -102,6 +106,7 @@ def run_one(market: str, hazard: float, act: bool, seed: int, root: str,
             "wall_s": wall, "best": result.best_metric,
             "trials": len(result.trials), "failed": int((result.trials["status"] == "failed").sum()),
             "idle_timeout": idle_timeout, "idle_usd": result.cost["idle_usd"],
+            "concurrent": concurrent,
             "idle_by_kind": dict(result.idle_by_kind),
             "removed": events.count("[cluster] removed"),
             "readded": events.count("[cluster] up") - kills - len(WORKERS)}
@@ -112,32 +117,33 @@ def idle_table(runs: list[dict]) -> list[str]:
     from tuner.summary import money
 
     kinds = sorted({k for r in runs for k in r["idle_by_kind"]})
-    lines = ["| idle scale-down | cluster $ | idle $ | idle share | "
+    lines = ["| trials at once | idle scale-down | cluster $ | idle $ | idle share | "
              + " | ".join(f"{k} idle share ($)" for k in kinds)
              + " | trials' $ | wall s | workers removed / started again | trials (failed) |",
-             "| --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in kinds)
+             "| --- | --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in kinds)
              + " | ---: | ---: | ---: | ---: |"]
     for r in runs:
         setting = "off" if r["idle_timeout"] is None else f"after {r['idle_timeout']:g} s idle"
         per_kind = [f"{100 * r['idle_by_kind'][k][1]:.0f}% ({money(r['idle_by_kind'][k][0])})"
                     if k in r["idle_by_kind"] else "-" for k in kinds]
+        at_once = "as many as fit" if r.get("concurrent") is None else str(r["concurrent"])
         lines.append(
-            f"| {setting} | {money(r['cluster_usd'])} | {money(r['idle_usd'])} | "
+            f"| {at_once} | {setting} | {money(r['cluster_usd'])} | {money(r['idle_usd'])} | "
             f"{100 * r['idle_usd'] / r['cluster_usd']:.0f}% | " + " | ".join(per_kind)
             + f" | {money(r['trial_usd'])} | {r['wall_s']:.0f} | {r['removed']} / "
             f"{r['readded']} | {r['trials']} ({r['failed']}) |")
-    means = {}
-    for off in (True, False):
-        rows = [r for r in runs if (r["idle_timeout"] is None) == off]
-        if rows:
-            means[off] = [sum(r[k] for r in rows) / len(rows) for k in ("cluster_usd", "idle_usd")]
-    if len(means) == 2:
-        lines += ["", f"Mean over seeds, off -> on: cluster {money(means[True][0])} -> "
-                  f"{money(means[False][0])} ({100 * (means[False][0] / means[True][0] - 1):+.0f}%), "
-                  f"idle {money(means[True][1])} -> {money(means[False][1])}. Removed workers "
-                  "come back one waiting trial at a time, and the head, idle throughout, is most "
-                  "of the idle dollars; what the timeout saves grows with how long workers sit idle, "
-                  "which a short study that keeps them busy rarely lets them (not measured here)."]
+    for concurrent in dict.fromkeys(r.get("concurrent") for r in runs):
+        group = [r for r in runs if r.get("concurrent") == concurrent]
+        means = {}
+        for off in (True, False):
+            rows = [r for r in group if (r["idle_timeout"] is None) == off]
+            if rows:
+                means[off] = [sum(r[k] for r in rows) / len(rows) for k in ("cluster_usd", "idle_usd")]
+        if len(means) == 2:
+            at_once = "as many trials at once as fit" if concurrent is None else f"{concurrent} trial(s) at once"
+            lines += ["", f"{at_once}, mean over seeds, off -> on: cluster {money(means[True][0])} -> "
+                      f"{money(means[False][0])} ({100 * (means[False][0] / means[True][0] - 1):+.0f}%), "
+                      f"idle {money(means[True][1])} -> {money(means[False][1])}."]
     return lines
 
 
@@ -212,14 +218,20 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def main_idle(args: argparse.Namespace) -> dict:
+    """Two studies, each without and with scale-down: one that fills the three workers, and
+    one that runs a trial at a time (``max_concurrent_trials: 1``), as a study whose trials
+    cannot use every worker (a small study on a large cluster, ASHA's last rungs)."""
     runs = []
     with tempfile.TemporaryDirectory(prefix="tuner-bench-idle-") as root:
-        for seed in range(args.seeds):
-            for timeout in (None, args.idle_timeout):
-                r = run_one("spot", 0.0, True, seed, root, args, idle_timeout=timeout)
-                runs.append(r)
-                print(f"  idle timeout {timeout} seed {seed}: cluster ${r['cluster_usd']:.6f}, "
-                      f"idle ${r['idle_usd']:.6f} ({r['wall_s']:.0f} s)", flush=True)
+        for concurrent in (None, 1):
+            for seed in range(args.seeds):
+                for timeout in (None, args.idle_timeout):
+                    r = run_one("spot", 0.0, True, seed, root, args, idle_timeout=timeout,
+                                concurrent=concurrent)
+                    runs.append(r)
+                    print(f"  at once {concurrent}, idle timeout {timeout}, seed {seed}: cluster "
+                          f"${r['cluster_usd']:.6f}, idle ${r['idle_usd']:.6f} ({r['wall_s']:.0f} s)",
+                          flush=True)
     print(f"\nIdle scale-down on the local spot cluster ({len(WORKERS)} spot workers and an "
           f"on-demand head with no CPU for trials; {args.samples} trials)")
     print("\n".join(idle_table(runs)))
