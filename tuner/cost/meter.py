@@ -19,6 +19,7 @@ share of the idle, and the studies' figures add up to the cluster's bill.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -203,8 +204,7 @@ class CostMeter:
         """
         cost = sum(t.cost_usd for t in self.trials.values())
         wasted = sum(t.wasted_usd for t in self.trials.values())
-        cluster, idle = self.node_bill(now)
-        cluster_on_demand = self.cluster_usd(now, on_demand=True)
+        cluster, idle, cluster_on_demand = self._bill(now)
         on_demand = sum(t.on_demand_usd for t in self.trials.values())
         return {"cost_usd": cost, "wasted_usd": wasted, "useful_usd": cost - wasted,
                 "on_demand_equiv_usd": on_demand, "savings_pct": _saved(cost, on_demand),
@@ -215,16 +215,9 @@ class CostMeter:
 
     def cluster_usd(self, now: float, on_demand: bool = False) -> float:
         """Every node's uptime up to ``now`` at its price (or its on-demand price): the bill
-        so far, cheap enough to ask at every step."""
-        total = 0.0
-        for node_id, node in self._nodes.items():
-            end = node.down if node.down is not None else now
-            rate = node.info.usd_per_hour
-            if on_demand and node.info.on_demand_usd_per_hour:
-                rate = node.info.on_demand_usd_per_hour
-            seconds = self._node_seconds(node_id, node, end, now)[0] if self.peers else max(0.0, end - node.up)
-            total += seconds * rate / 3600.0
-        return total
+        so far, cheap enough to ask at every step (alone on the cluster: no idle sweep)."""
+        cluster, _, cluster_on_demand = self._bill(now, with_idle=False)
+        return cluster_on_demand if on_demand else cluster
 
     def cluster_usd_per_second(self) -> float:
         """What the live nodes cost per second now (this study's share of it at most)."""
@@ -233,38 +226,50 @@ class CostMeter:
     def idle_by_kind(self, now: float) -> dict[str, tuple[float, float]]:
         """Per node kind (``"c5.xlarge spot"``): (idle $, idle share of that kind's $)."""
         kinds: dict[str, list[float]] = {}
-        for node_id, node in self._nodes.items():
-            cluster, idle = self.node_bill(now, {node_id})
+        for node, seconds, idle_seconds in self._node_seconds(now):
+            rate = node.info.usd_per_hour / 3600.0
             kind = kinds.setdefault(f"{node.info.instance_type} {node.info.market.value}",
                                     [0.0, 0.0])
-            kind[0] += idle
-            kind[1] += cluster
+            kind[0] += idle_seconds * rate
+            kind[1] += seconds * rate
         return {k: (idle, idle / cluster if cluster else 0.0)
                 for k, (idle, cluster) in sorted(kinds.items())}
 
     def node_bill(self, now: float, node_ids: set[str] | None = None) -> tuple[float, float]:
         """(cluster $, idle $) of the given nodes (default: all) up to ``now``."""
-        cluster = idle = 0.0
+        cluster, idle, _ = self._bill(now, node_ids)
+        return cluster, idle
+
+    def _bill(self, now: float, node_ids: set[str] | None = None,
+              with_idle: bool = True) -> tuple[float, float, float]:
+        """(cluster $, idle $, cluster $ at on-demand prices) of the given nodes, one pass."""
+        cluster = idle = on_demand = 0.0
+        for node, seconds, idle_seconds in self._node_seconds(now, node_ids, with_idle):
+            info = node.info
+            cluster += seconds * info.usd_per_hour / 3600.0
+            idle += idle_seconds * info.usd_per_hour / 3600.0
+            on_demand += seconds * (info.on_demand_usd_per_hour or info.usd_per_hour) / 3600.0
+        return cluster, idle, on_demand
+
+    def _node_seconds(self, now: float, node_ids: set[str] | None = None,
+                      with_idle: bool = True) -> Iterator[tuple[_Node, float, float]]:
+        """Per node (default: all), up to ``now`` or its end: (node, this study's node-seconds,
+        of them idle). Its whole uptime when the study has the cluster to itself (idle only
+        ``with_idle``), else its trials' busy node-seconds plus its share of the node's idle,
+        split between the studies running."""
+        peers = [p.as_of(now, _STALE_S) for p in self.peers]
+        windows = [(p.since, p.until) for p in peers]
         for node_id, node in self._nodes.items():
             if node_ids is not None and node_id not in node_ids:
                 continue
             end = node.down if node.down is not None else now
-            rate = node.info.usd_per_hour / 3600.0
-            seconds, idle_seconds = self._node_seconds(node_id, node, end, now)
-            cluster += seconds * rate
-            idle += idle_seconds * rate
-        return cluster, idle
-
-    def _node_seconds(self, node_id: str, node: _Node, end: float, now: float) -> tuple[float, float]:
-        """(this study's node-seconds, of them idle) of one node from its start to ``end``:
-        its whole uptime when it has the cluster to itself, else its trials' busy
-        node-seconds plus its share of the node's idle, split between the studies running."""
-        if not self.peers:
-            return end - node.up, _idle_seconds(node.up, end, node.busy)
-        peers = [p.as_of(now, _STALE_S) for p in self.peers]
-        return _shared_seconds(node.up, end, node.busy,
-                               [seg for p in peers for seg in p.busy.get(node_id, ())],
-                               [(p.since, p.until) for p in peers])
+            if peers:
+                yield node, *_shared_seconds(node.up, end, node.busy,
+                                             [seg for p in peers for seg in p.busy.get(node_id, ())],
+                                             windows)
+            else:
+                yield node, max(0.0, end - node.up), \
+                    _idle_seconds(node.up, end, node.busy) if with_idle else 0.0
 
     def longest_and_dearest_iteration(self) -> tuple[float, float]:
         """(seconds, $) of the longest and of the dearest iteration charged so far: what a
