@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install demo test test-fast lint lock ui dashboard ui-test clean cluster-local bench bench-quick
+.PHONY: install demo test test-fast lint lock ui dashboard ui-test clean cluster-local bench bench-quick peers-env
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -74,13 +74,25 @@ ui-test: $(STAMP)
 	    { echo "ui-test needs Chromium: apt-get install chromium" >&2; exit 2; }
 	$(BIN)/python tests/browser/check_ui.py --out ui-test $(if $(STUDY),--study $(STUDY))
 
+# DEHB and Syne Tune's MOBSTER / Hyper-Tune need numpy < 1.27: the protocol runs them in
+# this second environment (benchmarks/pinned_peers.py), pinned by benchmarks/peers-constraints.txt.
+PEERS_VENV  := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+$(PEERS_STAMP): benchmarks/peers-constraints.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet -c benchmarks/peers-constraints.txt \
+	    dehb 'syne-tune[gpsearchers,kde]' onnxruntime xgboost scikit-learn
+	touch $(PEERS_STAMP)
+
+peers-env: $(PEERS_STAMP)
+
 # The LCBench protocol (benchmarks/protocol.py) and the real-Ray agreement check; the
 # system benchmarks (overhead, spot, real compute) with ARGS=--system. Writes benchmarks/RESULTS.md.
-bench: $(STAMP)
+bench: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python -m benchmarks.run $(ARGS)
 
-bench-quick: $(STAMP)
+bench-quick: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python -m benchmarks.run --quick $(ARGS)
 

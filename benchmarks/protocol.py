@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import sim
+from benchmarks import pinned_peers, sim
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "results")
@@ -34,14 +34,15 @@ REPORT_AT = (2.5, 5.0, 10.0, 20.0, 50.0)  # FTE
 GRID = np.unique(np.concatenate([np.geomspace(0.5, 50, 48), REPORT_AT]))
 GOAL_BUDGET = 20.0
 
-SHIPPED = "ours, as shipped (independent TPE, ASHA grace 2, rf 3)"
+SHIPPED = "ours, as shipped (independent TPE, 1024 candidates, ASHA grace 2, rf 3)"
 # The product's defaults (``StudySettings``; ``sim.tuner_method`` builds them): a first rung
-# at 2 iterations, reduction factor 3, an independent TPESampler(seed)
-# (``tuner.engine.search.tpe_sampler``). Two rounds of candidates chose them on the even
-# tasks: independent TPE over Optuna 5's default multivariate TPE (PREVIOUS, shipped until
-# then, still run on the held-out tasks), then a first rung at 2 over 1.
+# at 2 iterations, reduction factor 3, an independent TPESampler(seed, n_ei_candidates=1024)
+# (``tuner.engine.search.tpe_sampler``). Five rounds of candidates on the even tasks chose
+# them: independent TPE over Optuna 5's default multivariate TPE (PREVIOUS, shipped until
+# then), a first rung at 2 over 1, then 1024 TPE candidates over Optuna's 24 (BEFORE).
 PREVIOUS = "ours, multivariate TPE (Optuna's default; shipped before)"
-EARLIER = (PREVIOUS, "ours, grace 1")  # earlier defaults, run on the held-out tasks too
+BEFORE = "ours, TPE n_ei_candidates=24 (shipped before)"
+EARLIER = (PREVIOUS, BEFORE)  # earlier defaults, run on the held-out tasks too
 
 
 PEERS: dict[str, Callable[[int], sim.Method]] = {
@@ -52,47 +53,20 @@ PEERS: dict[str, Callable[[int], sim.Method]] = {
     "Optuna TPE + HyperbandPruner": sim.optuna_hyperband,
     "Syne Tune BOHB (async, KDE)": lambda s: sim.syne_method("bohb", s),
     "Syne Tune ASHA-CQR": lambda s: sim.syne_method("cqr", s),
+    "DEHB": pinned_peers.DehbMethod,
+    "Syne Tune MOBSTER": lambda s: pinned_peers.syne_legacy_method("mobster", s),
+    "Syne Tune Hyper-Tune": lambda s: pinned_peers.syne_legacy_method("hypertune", s),
 }
-SLOW_PEERS = {"Syne Tune ASHA-CQR"}  # ~40 s a study: held-out tasks, fewer seeds
+# Run in the second environment (numpy < 1.27): benchmarks/pinned_peers.py.
+PINNED = ("DEHB", "Syne Tune MOBSTER", "Syne Tune Hyper-Tune")
+# 20-30 s of CPU a study at 20 FTE (the others 0.03-3 s at 50): held-out tasks only, fewer
+# seeds, to 20 FTE.
+SLOW_PEERS = ("Syne Tune ASHA-CQR", "Syne Tune MOBSTER", "Syne Tune Hyper-Tune")
 
 # Optuna 5's TPESampler already defaults to multivariate (single objective) and
 # constant_liar=True; group=True only matters for conditional spaces (LCBench has none), so
 # "TPE multivariate + group + constant_liar" is what ours runs already (checked: the same
 # seeds give identical studies) and is not a separate candidate.
-def _mixed_tpe(seed: int, random_fraction: float = 1 / 3, **tpe: Any) -> Any:
-    """Optuna's TPESampler that samples a whole configuration at random with probability
-    ``random_fraction`` (BOHB's 1/3), decided per trial when it starts; the random trials
-    still enter TPE's densities. Optuna has no such option; this is its smallest form."""
-    import optuna
-
-    class _MixedTPE(optuna.samplers.TPESampler):
-        def __init__(self) -> None:
-            super().__init__(seed=seed, **tpe)
-            self._coin = np.random.default_rng(None if seed is None else seed + 7919)
-            self._random: set[int] = set()
-
-        def before_trial(self, study: Any, trial: Any) -> None:
-            super().before_trial(study, trial)
-            if self._coin.random() < random_fraction:
-                self._random.add(trial.number)
-
-        def infer_relative_search_space(self, study: Any, trial: Any) -> dict:
-            if trial.number in self._random:
-                return {}
-            return super().infer_relative_search_space(study, trial)
-
-        def sample_independent(self, study: Any, trial: Any, name: str, dist: Any) -> Any:
-            if trial.number in self._random:
-                return self._random_sampler.sample_independent(study, trial, name, dist)
-            return super().sample_independent(study, trial, name, dist)
-
-        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-            self._random.discard(trial.number)
-            super().after_trial(study, trial, state, values)
-
-    return _MixedTPE()
-
-
 def _tpe(seed: int, **kwargs: Any) -> Any:
     """TPESampler(seed, **kwargs); Optuna 5 deprecates ``gamma`` (FutureWarning): quiet."""
     import warnings
@@ -104,32 +78,24 @@ def _tpe(seed: int, **kwargs: Any) -> Any:
         return optuna.samplers.TPESampler(seed=seed, **kwargs)
 
 
-def _gamma_quarter(n: int) -> int:
-    """A larger "good" set than Optuna's min(ceil(0.1 n), 25): min(ceil(0.25 n), 25)."""
-    return min(math.ceil(0.25 * n), 25)
-
-
 def _multivariate(seed: int, **kwargs: Any) -> Any:
     return _tpe(seed, multivariate=True, **kwargs)
 
 
-# Candidates run on the even tasks (the rule picks among them). The first round's other
-# multivariate-TPE variants (grace 2/3/4, two brackets, 30 random start-up trials, 1/3
-# random configurations, a larger good set) all lost to independent TPE and are retired from
-# the protocol (results/choice/ has their table); this list keeps `make bench` under an hour.
+# Candidates run on the even tasks (the rule picks among them). Five rounds ran there; the
+# losers are retired from the protocol to keep `make bench` near an hour, their numbers in
+# results/choice/ (candidates.md: every round; table_17x10.md: round 1 in detail). What
+# stays: the default, the two before it, and the runner-up.
 CANDIDATES: dict[str, Callable[[int], sim.Method]] = {
     SHIPPED: sim.tuner_method,
-    "ours, grace 1": lambda s: sim.tuner_method(s, grace_period=1),
-    "ours, grace 3": lambda s: sim.tuner_method(s, grace_period=3),
-    "ours, grace 1, reduction factor 4": lambda s: sim.tuner_method(s, grace_period=1, reduction_factor=4),
-    "ours, grace 1, TPE n_startup_trials=20": lambda s: sim.tuner_method(
-        s, grace_period=1, sampler=lambda seed: _tpe(seed, multivariate=False, n_startup_trials=20)),
-    "ours, grace 1, TPE + 1/3 random configurations": lambda s: sim.tuner_method(
-        s, grace_period=1, sampler=lambda seed: _mixed_tpe(seed, multivariate=False)),
+    "ours, TPE n_ei_candidates=256": lambda s: sim.tuner_method(
+        s, sampler=lambda seed: _tpe(seed, multivariate=False, n_ei_candidates=256)),
+    BEFORE: lambda s: sim.tuner_method(s, sampler=lambda seed: _tpe(seed, multivariate=False)),
     PREVIOUS: lambda s: sim.tuner_method(s, grace_period=1, sampler=_multivariate),
 }
 # What methods were called in runs made before (--reuse): names 1, the first round's (when
-# multivariate TPE shipped); names 2, the second round's (independent TPE, grace 1 shipped).
+# multivariate TPE shipped); names 2, the second round's (independent TPE, grace 1 shipped);
+# names 3, rounds 3-5 (independent TPE, grace 2, 24 EI candidates shipped).
 RENAMED = {
     1: {"ours, as shipped (TPE, ASHA grace 1, rf 3)": PREVIOUS,
         "ours, TPE multivariate=False": "ours, as shipped (independent TPE, ASHA grace 1, rf 3)",
@@ -143,10 +109,12 @@ RENAMED = {
         "ours, TPE + 1/3 random configurations": "ours, multivariate TPE + 1/3 random configurations",
         "ours, TPE gamma=min(ceil(0.25 n), 25)": "ours, multivariate TPE, gamma=min(ceil(0.25 n), 25)"},
     2: {"ours, as shipped (independent TPE, ASHA grace 1, rf 3)": "ours, grace 1",
-        "ours, grace 2": SHIPPED,
+        "ours, grace 2": "ours, as shipped (independent TPE, ASHA grace 2, rf 3)",
         "ours, reduction factor 4": "ours, grace 1, reduction factor 4",
         "ours, TPE n_startup_trials=20": "ours, grace 1, TPE n_startup_trials=20",
         "ours, TPE + 1/3 random configurations": "ours, grace 1, TPE + 1/3 random configurations"},
+    3: {"ours, as shipped (independent TPE, ASHA grace 2, rf 3)": BEFORE,
+        "ours, TPE n_ei_candidates=1024": SHIPPED},
 }
 ALL = {**PEERS, **CANDIDATES}
 
@@ -190,7 +158,7 @@ def _job(args: tuple) -> dict:
             "names": NAMES}
 
 
-NAMES = 3  # the methods' names since grace 2 shipped (RENAMED maps older runs')
+NAMES = 4  # the methods' names since 1024 TPE candidates shipped (RENAMED maps older runs')
 _CACHE: dict[tuple, dict] = {}
 _READ_ONLY: set[tuple] = set()  # studies read from another run's file: never written back
 RUNS = os.path.join(OUT, "runs.json.gz")
@@ -224,6 +192,15 @@ def run_jobs(jobs: list[tuple], procs: int) -> list[dict]:
 
     out = [_CACHE[key(j)] for j in jobs if key(j) in _CACHE]
     jobs = [j for j in jobs if key(j) not in _CACHE]
+    pinned = [j for j in jobs if j[0] in PINNED]
+    if pinned:
+        print(f"  {len(pinned)} studies in {os.path.relpath(pinned_peers.PYTHON, os.path.dirname(HERE))}",
+              flush=True)
+        for res in pinned_peers.run_elsewhere(pinned, procs):
+            out.append(res)
+            _CACHE[key(res["job"])] = res
+        save_cache()
+    jobs = [j for j in jobs if j[0] not in PINNED]
     done = 0
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=procs) as pool:
@@ -348,6 +325,14 @@ def analyse(runs: list[dict], methods: list[str], tasks: list[str], seeds: list[
             stat, p = friedmanchisquare(*[per_task[i] for i in full])
             row["friedman"] = {"stat": float(stat), "p": float(p)}
         row["cd"] = critical_difference(len(full), len(tasks)) if len(full) in _Q05 else None
+        # every method, the slow peers too, ranked on the seeds all of them ran
+        common = ~np.any(np.isnan(cube[present, :, :, bi]), axis=(0, 1))  # [s]
+        if common.any() and len(present) > len(full):
+            sub = np.nanmean(cube[present][:, :, common, bi], axis=2)
+            rk_all = ranks(sub)
+            row["mean_rank_all"] = {methods[i]: float(rk_all[j].mean()) for j, i in enumerate(present)}
+            row["seeds_all"] = [seeds[k] for k in np.flatnonzero(common)]
+            row["cd_all"] = critical_difference(len(present), len(tasks)) if len(present) in _Q05 else None
         # paired: ours - peer, per task (seed-mean), bootstrap over tasks, Wilcoxon, Holm
         pairs = {}
         for i in present:
@@ -368,10 +353,14 @@ def analyse(runs: list[dict], methods: list[str], tasks: list[str], seeds: list[
         for v, a in zip(pairs.values(), adj):
             v["p_holm"] = a
         row["pairs"] = pairs
-        # per-task: how far ours is behind the best peer (seed-means)
-        peers = [i for i in full if i != oi and methods[i] in PEERS]
+        # per-task: how far ours is behind the best peer, on the seeds each peer ran
+        peers = [i for i in present if i != oi and methods[i] in PEERS]
         if peers:
-            gap = per_task[oi] - np.nanmin(per_task[peers], axis=0)
+            behind = []
+            for i in peers:
+                d = cube[oi, :, :, bi] - cube[i, :, :, bi]  # NaN where either did not run
+                behind.append(np.nanmean(d, axis=1))
+            gap = np.nanmax(np.vstack(behind), axis=0)
             row["worst_task_gap"] = {"gap": float(np.nanmax(gap)),
                                      "task": tasks[int(np.nanargmax(gap))],
                                      "tasks_over_1": int(np.sum(gap > 1.0))}

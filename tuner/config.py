@@ -33,6 +33,14 @@ _RAY_RESOURCES = ("cpu", "gpu", "memory")
 # cut after 2 iterations beat a cut after 1 (benchmarks/RESULTS.md, "How the default was
 # chosen"); the first epochs rank configurations poorly.
 FIRST_RUNG = 2
+# TPE's candidates per suggestion (Optuna's ``n_ei_candidates``, default 24): the candidate
+# with the best ratio of good to bad density among this many draws is tried. More draws
+# exploit the densities harder; 1024 beat 24 on the benchmark's choice tasks
+# (benchmarks/RESULTS.md, "How the default was chosen"). The price is driver CPU: with 7
+# parameters, ~50 ms a suggestion after 100 trials and ~0.5 s after 2000 (24: 6 and 42 ms;
+# `python -m benchmarks.tpe_cost`), nothing beside trials of minutes; lower it for
+# thousands of trials of seconds.
+TPE_CANDIDATES = 1024
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -55,6 +63,7 @@ class StudySettings:
     grace_period: int | None = None  # None: FIRST_RUNG, or max_t when smaller
     reduction_factor: float = 3
     tpe_multivariate: bool = False  # Optuna's multivariate TPE; independent TPE did better with ASHA
+    tpe_n_ei_candidates: int = TPE_CANDIDATES  # TPE's draws per suggestion (Optuna's default: 24)
     max_failures: int = 3
     resources_per_trial: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1})
     max_concurrent_trials: int | None = None
@@ -103,7 +112,7 @@ class StudySettings:
                       f"tuner's own metrics; report it under another name, got {self.metric!r}")
         if self.mode not in ("min", "max"):
             raise bad("mode", f"must be 'min' or 'max', got {self.mode!r}")
-        for key in ("num_samples", "max_t", "grace_period", "checkpoints_to_keep"):
+        for key in ("num_samples", "max_t", "grace_period", "checkpoints_to_keep", "tpe_n_ei_candidates"):
             _positive_int(source, key, getattr(self, key))
         if self.first_rung > self.max_t:
             raise bad("grace_period", f"must be <= max_t, got grace_period={self.grace_period}, "

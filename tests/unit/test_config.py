@@ -96,6 +96,8 @@ BAD = [
      "exp.yaml: tpe_multivariate: must be true or false, got 'no'"),
     ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nlive_prices: 1\n",
      "exp.yaml: live_prices: must be true or false, got 1"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\ntpe_n_ei_candidates: 0\n",
+     "exp.yaml: tpe_n_ei_candidates: must be an integer >= 1, got 0"),
 ]
 
 

@@ -137,7 +137,8 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
         search = _Search(asha, space=space.suggest, metric=settings.metric, mode=settings.mode,
                          study_name=os.path.basename(experiment_dir),
                          storage=optuna_storage(experiment_dir),
-                         sampler=tpe_sampler(settings.seed, settings.tpe_multivariate))
+                         sampler=tpe_sampler(settings.seed, settings.tpe_multivariate,
+                                             settings.tpe_n_ei_candidates))
         resources = settings.resources_per_trial
         study = _StudyCallback(experiment_dir, asha, verbose)
         tuner = Tuner(
