@@ -42,7 +42,7 @@ SHIPPED = "ours, as shipped (independent TPE, 1024 candidates, ASHA grace 2, rf 
 # then), a first rung at 2 over 1, then 1024 TPE candidates over Optuna's 24 (BEFORE).
 PREVIOUS = "ours, multivariate TPE (Optuna's default; shipped before)"
 BEFORE = "ours, TPE n_ei_candidates=24 (shipped before)"
-EARLIER = (PREVIOUS, BEFORE)  # earlier defaults, run on the held-out tasks too
+EARLIER = (BEFORE,)  # the default before, run on the held-out tasks too
 
 
 PEERS: dict[str, Callable[[int], sim.Method]] = {
@@ -78,20 +78,13 @@ def _tpe(seed: int, **kwargs: Any) -> Any:
         return optuna.samplers.TPESampler(seed=seed, **kwargs)
 
 
-def _multivariate(seed: int, **kwargs: Any) -> Any:
-    return _tpe(seed, multivariate=True, **kwargs)
-
-
 # Candidates run on the even tasks (the rule picks among them). Five rounds ran there; the
-# losers are retired from the protocol to keep `make bench` near an hour, their numbers in
-# results/choice/ (candidates.md: every round; table_17x10.md: round 1 in detail). What
-# stays: the default, the two before it, and the runner-up.
+# losers, the runner-up and the multivariate default shipped before them (PREVIOUS) are
+# retired from the protocol to keep `make bench` near an hour, their numbers in
+# results/choice/ (candidates.md: every round; table_17x10.md: round 1 in detail).
 CANDIDATES: dict[str, Callable[[int], sim.Method]] = {
     SHIPPED: sim.tuner_method,
-    "ours, TPE n_ei_candidates=256": lambda s: sim.tuner_method(
-        s, sampler=lambda seed: _tpe(seed, multivariate=False, n_ei_candidates=256)),
     BEFORE: lambda s: sim.tuner_method(s, sampler=lambda seed: _tpe(seed, multivariate=False)),
-    PREVIOUS: lambda s: sim.tuner_method(s, grace_period=1, sampler=_multivariate),
 }
 # What methods were called in runs made before (--reuse): names 1, the first round's (when
 # multivariate TPE shipped); names 2, the second round's (independent TPE, grace 1 shipped);
@@ -538,14 +531,15 @@ def main(argv: list[str] | None = None) -> dict:
         # phase 1: even tasks, peers and candidates
         t0 = time.perf_counter()
         k_choice = min(k_max, plan["choice_fte"])
+        # (the candidates only: the peers' even-task figures are in results/choice/candidates.md)
         jobs = [(m, t, s, workers, k_choice * ref_info[t]["fte_s"], ref_info[t]["fte_s"])
-                for m in ALL if m not in SLOW_PEERS for t in even for s in seeds]
+                for m in CANDIDATES for t in even for s in seeds]
         print(f"K={workers}: even tasks ({len(even)}), {len(jobs)} studies", flush=True)
         runs_even = run_jobs(jobs, args.procs)
         save_cache()
         result["timings"][f"even_K{workers}"] = time.perf_counter() - t0
         ref_even = _ref(ref_info, runs_even, even)
-        an_even = analyse(runs_even, list(ALL), even, seeds, ref_even, workers, SHIPPED, k_choice)
+        an_even = analyse(runs_even, list(CANDIDATES), even, seeds, ref_even, workers, SHIPPED, k_choice)
         chosen = choose(an_even) if workers == plan["workers"][0] else result["chosen"]
         result.setdefault("chosen", chosen)
         print(f"K={workers}: chosen on even tasks: {chosen}", flush=True)

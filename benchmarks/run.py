@@ -258,8 +258,9 @@ def protocol_section(res: dict, argv: list[str]) -> list[str]:
         "failure charged the whole budget, divided by the number of successes.",
         "",
         f"**Held-out protocol.** The even-indexed {len(res['even'])} tasks choose our defaults: "
-        f"{len(P.CANDIDATES)} candidate configurations of the product's classes run there with "
-        "the peers, and a rule fixed in code before any held-out run (`protocol.choose`: lowest "
+        f"{len(P.CANDIDATES)} candidate configurations of the product's classes run there "
+        "(five rounds of candidates ran there before; results/choice/candidates.md), and a "
+        "rule fixed in code before any held-out run (`protocol.choose`: lowest "
         "mean regret averaged over 5, 10 and 20 FTE) picks one. The odd-indexed "
         f"{len(res['odd'])} tasks are held out: the peers, ours as shipped, the chosen "
         "candidate and the previous default run there, and only there are the goals judged "
@@ -395,9 +396,12 @@ def _caveats(res: dict) -> list[str]:
         "(`constant_liar=False`, ranking running trials by their last report, 256 EI "
         "candidates): all three beat it, 256 candidates most; round 5: 1024 candidates won by "
         "0.02 points of score over 256. All three ship (`tpe_multivariate: false`, "
-        "`grace_period` 2, `tpe_n_ei_candidates: 1024`); the losers are retired from the "
-        "protocol, and the two earlier defaults run on the held-out tasks too, as "
-        f"\"{P.PREVIOUS}\" and \"{P.BEFORE}\". Rounds 3-5 were designed after the held-out "
+        "`grace_period` 2, `tpe_n_ei_candidates: 1024`); the losers, the runner-up and the "
+        "multivariate default are retired from the protocol (to keep `make bench` near an "
+        "hour), and the default before round 5 runs on the held-out tasks too, as "
+        f"\"{P.BEFORE}\". The multivariate default had 8.89 points mean regret at 20 FTE on "
+        "the held-out tasks in the last run that included it (its studies stay in "
+        "results/runs.json.gz). Rounds 3-5 were designed after the held-out "
         "figures of the round-2 default had been published here; the choice read the even "
         "tasks only.",
         "- The choice rule saw the peers' even-task numbers but only chose among our candidates; "
