@@ -73,40 +73,15 @@ def _from_configspace(config: Any) -> dict:
             for k, v in dict(config).items()}
 
 
-class LegacySyneMethod(sim.Method):
-    """A Syne Tune 0.14 (legacy API) Hyperband scheduler, called as its Tuner calls it."""
+class LegacySyneMethod(sim.SyneMethod):
+    """A Syne Tune 0.14 (legacy API) Hyperband scheduler, called as its Tuner calls it: it
+    asks with the trial id and is told when it stopped a trial."""
 
-    def __init__(self, scheduler: Any) -> None:
-        from syne_tune.backend.trial_status import Trial
+    def _ask(self, trial_id: str) -> Any:
+        return self.scheduler.suggest(int(trial_id))
 
-        self._trial_cls = Trial
-        self.scheduler = scheduler
-        self.trials: dict[str, Any] = {}
-
-    def suggest(self, trial_id: str) -> dict | None:
-        import datetime
-
-        suggestion = self.scheduler.suggest(int(trial_id))
-        if suggestion is None or suggestion.config is None:
-            return None
-        trial = self._trial_cls(trial_id=int(trial_id), config=suggestion.config,
-                                creation_time=datetime.datetime.now())
-        self.scheduler.on_trial_add(trial)
-        self.trials[trial_id] = trial
-        return {k: suggestion.config[k] for k in SPACE}
-
-    def result(self, trial_id: str, it: int, acc: float) -> bool:
-        trial = self.trials[trial_id]
-        res = {sim.METRIC: acc, sim.ITER: it}
-        decision = self.scheduler.on_trial_result(trial, res)
-        if it >= sim.MAX_T:
-            self.scheduler.on_trial_complete(trial, res)
-        elif decision == "STOP":
-            self.scheduler.on_trial_remove(trial)
-        if decision == "STOP" or it >= sim.MAX_T:
-            del self.trials[trial_id]
-            return False
-        return True
+    def _stopped(self, trial: Any) -> None:
+        self.scheduler.on_trial_remove(trial)
 
 
 def syne_legacy_method(kind: str, seed: int) -> sim.Method:

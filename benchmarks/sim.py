@@ -325,17 +325,23 @@ class SyneMethod(Method):
         self.scheduler = scheduler
         self.trials: dict[str, Any] = {}
 
+    def _ask(self, trial_id: str) -> Any:
+        return self.scheduler.suggest()
+
+    def _stopped(self, trial: Any) -> None:
+        """A trial the scheduler stopped (Syne Tune 0.16's ASHA needs no word of it)."""
+
     def suggest(self, trial_id: str) -> dict | None:
         import datetime
 
-        suggestion = self.scheduler.suggest()
-        if suggestion is None:
+        suggestion = self._ask(trial_id)
+        if suggestion is None or suggestion.config is None:
             return None
         trial = self._trial_cls(trial_id=int(trial_id), config=suggestion.config,
                                 creation_time=datetime.datetime.now())
         self.scheduler.on_trial_add(trial)
         self.trials[trial_id] = trial
-        return dict(suggestion.config)
+        return {k: suggestion.config[k] for k in SPACE}
 
     def result(self, trial_id: str, it: int, acc: float) -> bool:
         trial = self.trials[trial_id]
@@ -343,6 +349,8 @@ class SyneMethod(Method):
         decision = self.scheduler.on_trial_result(trial, res)
         if it >= MAX_T:
             self.scheduler.on_trial_complete(trial, res)
+        elif decision == "STOP":
+            self._stopped(trial)
         if decision == "STOP" or it >= MAX_T:
             del self.trials[trial_id]
             return False
