@@ -129,3 +129,13 @@ def test_the_simulated_study_samples_as_the_product_does():
     assert shipped._n_ei_candidates == TPE_CANDIDATES
     assert tpe_sampler(7, True, 24)._multivariate is True
     assert tpe_sampler(7, False, 5)._n_ei_candidates == 5
+
+
+def test_the_numpy_1_peers_say_how_to_build_their_environment(monkeypatch, tmp_path):
+    """DEHB, MOBSTER and Hyper-Tune run in .venv-peers; without it the protocol stops with
+    the command that builds it (nothing fake: the interpreter path points nowhere)."""
+    from benchmarks import pinned_peers
+
+    monkeypatch.setattr(pinned_peers, "PYTHON", str(tmp_path / "missing" / "python"))
+    with pytest.raises(SystemExit, match=r"make peers-env"):
+        protocol.run_jobs([("DEHB", "3945", 0, 4, 100.0, 10.0)], procs=1)
