@@ -5,7 +5,7 @@ project's environment (numpy 2), so they run in a second one, ``.venv-peers``, p
 itself). The protocol hands their studies to that interpreter (``run_elsewhere``); there
 they go through the same simulator (``benchmarks.sim``) as every other method.
 
-    .venv-peers/bin/python -m benchmarks.pinned_peers < jobs.json > runs.json
+    .venv-peers/bin/python -m benchmarks.pinned_peers jobs.json runs.json
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ class DehbMethod(sim.Method):
         from dehb import DEHB
 
         logging.getLogger("distributed").setLevel(logging.ERROR)
-        self._out = tempfile.mkdtemp(prefix="dehb-")
+        # DEHB always writes a log file; it goes with the study (removed when this is)
+        self._out = tempfile.TemporaryDirectory(prefix="dehb-")
         self.dehb = DEHB(cs=_configspace(seed), dimensions=len(SPACE), min_fidelity=1,
                          max_fidelity=sim.MAX_T, eta=3, n_workers=1, seed=seed,
-                         output_path=self._out, save_freq="end", log_level="ERROR")
+                         output_path=self._out.name, save_freq="end", log_level="ERROR")
         self.jobs: dict[str, tuple[dict, int]] = {}
 
     def suggest(self, trial_id: str) -> dict | None:

@@ -59,7 +59,7 @@ PEERS: dict[str, Callable[[int], sim.Method]] = {
 }
 # Run in the second environment (numpy < 1.27): benchmarks/pinned_peers.py.
 PINNED = ("DEHB", "Syne Tune MOBSTER", "Syne Tune Hyper-Tune")
-# 20-30 s of CPU a study at 20 FTE (the others 0.03-3 s at 50): held-out tasks only, fewer
+# 20-50 s of CPU a study at 20 FTE (the others 0.04-8 s at 50): held-out tasks only, fewer
 # seeds, to 20 FTE.
 SLOW_PEERS = ("Syne Tune ASHA-CQR", "Syne Tune MOBSTER", "Syne Tune Hyper-Tune")
 
@@ -528,10 +528,10 @@ def main(argv: list[str] | None = None) -> dict:
     all_runs: list[dict] = []
     for workers in plan["workers"]:
         k_max = plan["max_fte"] if workers == plan["workers"][0] else min(plan["max_fte"], 20.0)
-        # phase 1: even tasks, peers and candidates
+        # phase 1: even tasks, the candidates
         t0 = time.perf_counter()
         k_choice = min(k_max, plan["choice_fte"])
-        # (the candidates only: the peers' even-task figures are in results/choice/candidates.md)
+        # (the peers' even-task figures are in results/choice/candidates.md)
         jobs = [(m, t, s, workers, k_choice * ref_info[t]["fte_s"], ref_info[t]["fte_s"])
                 for m in CANDIDATES for t in even for s in seeds]
         print(f"K={workers}: even tasks ({len(even)}), {len(jobs)} studies", flush=True)

@@ -209,7 +209,7 @@ def _p(x: float) -> str:
 
 
 def _slow(methods: tuple[str, ...], cpu_s: dict[str, float]) -> str:
-    """"The slow peers cost A 21 s, B 20 s" from the measured CPU seconds per study."""
+    """The sentence naming each slow peer's measured CPU seconds per study."""
     return "The slow peers cost " + ", ".join(f"{m} {cpu_s.get(m, math.nan):.0f} s" for m in methods)
 
 
@@ -409,8 +409,8 @@ def _caveats(res: dict) -> list[str]:
         "results/runs.json.gz). Rounds 3-5 were designed after the held-out "
         "figures of the round-2 default had been published here; the choice read the even "
         "tasks only.",
-        "- The choice rule saw the peers' even-task numbers but only chose among our candidates; "
-        "the held-out figures are the only ones the goals are judged on.",
+        "- The choice rule reads our candidates' even-task numbers only; the held-out figures "
+        "are the only ones the goals are judged on.",
         "",
     ]
 

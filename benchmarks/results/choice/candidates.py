@@ -1,7 +1,7 @@
 """Writes candidates.md: every candidate of the five rounds on the 17 even (choice) tasks,
 from the studies in results/runs.json.gz (K = 4, 10 seeds, 20 FTE), with the peers for
-scale. The protocol keeps only the winner, its runner-up and the earlier defaults now
-(`make bench` stays near an hour); this is the record of the rest.
+scale. The protocol keeps only the default and the one before it now (`make bench` stays
+near an hour); this is the record of the rest.
 
     PYTHONPATH=. .venv/bin/python benchmarks/results/choice/candidates.py
 """
