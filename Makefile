@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install demo test test-fast lint lock ui dashboard ui-test clean cluster-local bench bench-quick peers-env
+.PHONY: install demo test test-fast lint lock ui dashboard ui-test clean cluster-local bench bench-quick bench-choice peers-env
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -86,8 +86,9 @@ $(PEERS_STAMP): benchmarks/peers-constraints.txt
 
 peers-env: $(PEERS_STAMP)
 
-# The LCBench protocol (benchmarks/protocol.py) and the real-Ray agreement check; the
-# system benchmarks (overhead, spot, real compute) with ARGS=--system. Writes benchmarks/RESULTS.md.
+# The LCBench protocol on the held-out tasks (benchmarks/protocol.py) and the real-Ray
+# agreement check; ARGS=--workers=4,1 adds K = 1, ARGS=--system the system benchmarks
+# (overhead, spot, real compute). Writes benchmarks/RESULTS.md.
 bench: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python -m benchmarks.run $(ARGS)
@@ -95,6 +96,13 @@ bench: $(STAMP) $(PEERS_STAMP)
 bench-quick: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python -m benchmarks.run --quick $(ARGS)
+
+# Choosing defaults: the candidates of benchmarks/protocol.py (CANDIDATES) and the peers on
+# the even tasks only; the rule's pick and every round's table in benchmarks/results/choice/.
+bench-choice: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
+	$(BIN)/python -m benchmarks.protocol --choice $(ARGS)
+	PYTHONPATH=. $(BIN)/python benchmarks/results/choice/candidates.py
 
 cluster-local: $(STAMP)
 	$(BIN)/tuner cluster up --local --hazard $(HAZARD) --dashboard

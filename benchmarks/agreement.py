@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sim-seeds", type=int, default=30)
     parser.add_argument("--samples", type=int, default=24)
     parser.add_argument("--time-scale", type=float, default=0.01)
+    parser.add_argument("--out", default=os.path.join("results", "agreement.json"),
+                        help="where the rows go, relative to benchmarks/")
     args = parser.parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     rows = []
@@ -104,8 +106,9 @@ def main(argv: list[str] | None = None) -> dict:
         pass
     out = {"args": vars(args), "rows": rows, "argv": list(argv if argv is not None else sys.argv[1:]),
            "when": time.strftime("%Y-%m-%d %H:%M %Z")}
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "agreement.json"), "w", encoding="utf-8") as f:
+    path = os.path.join(HERE, args.out)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
         json.dump(out, f, indent=1)
     return out
 

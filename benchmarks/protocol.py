@@ -1,13 +1,17 @@
 """The LCBench protocol: every method through one simulator (benchmarks/sim.py), equal
 budgets in full-training equivalents, anytime regret, ranks, tests, held-out tasks.
 
-    python -m benchmarks.protocol --quick      # a few tasks and seeds, a few minutes
-    python -m benchmarks.protocol              # the full protocol
+    python -m benchmarks.protocol --choice     # phase 1: candidates on the even tasks
+    python -m benchmarks.protocol              # phase 2: the held-out tasks (make bench)
+    python -m benchmarks.protocol --quick      # phase 2 on a few tasks and seeds, minutes
 
-Tasks are the 34 of the vendored surrogate, in its order; the even-indexed 17 choose our
-defaults (the candidate variants run there only, and the rule below picks one without
-looking at the rest), the odd-indexed 17 are held out and reported. Reports, asserts
-nothing; writes benchmarks/results/ (runs, tables as JSON, figures).
+Tasks are the 34 of the vendored surrogate, in its order. The even-indexed 17 choose our
+defaults: candidate variants of the product run there only (``--choice``, `make
+bench-choice`), and the rule below (``choose``) picks one without looking at the rest; the
+pick is made a product default by hand, in ``tuner.config``. The odd-indexed 17 are held
+out: the peers, ours as shipped and the default before it run there, and every reported
+figure comes from them. Reports, asserts nothing; writes benchmarks/results/ (runs,
+tables as JSON, figures).
 """
 
 from __future__ import annotations
@@ -78,10 +82,9 @@ def _tpe(seed: int, **kwargs: Any) -> Any:
         return optuna.samplers.TPESampler(seed=seed, **kwargs)
 
 
-# Candidates run on the even tasks (the rule picks among them). Five rounds ran there; the
-# losers, the runner-up and the multivariate default shipped before them (PREVIOUS) are
-# retired from the protocol to keep `make bench` near an hour, their numbers in
-# results/choice/ (candidates.md: every round; table_17x10.md: round 1 in detail).
+# Candidates run on the even tasks (``--choice``; the rule picks among them). Retired ones
+# (earlier rounds' losers, PREVIOUS) are kept in results/choice/: candidates.md has every
+# round, table_17x10.md round 1 in detail, table.md the last `make bench-choice`.
 CANDIDATES: dict[str, Callable[[int], sim.Method]] = {
     SHIPPED: sim.tuner_method,
     BEFORE: lambda s: sim.tuner_method(s, sampler=lambda seed: _tpe(seed, multivariate=False)),
@@ -112,7 +115,7 @@ RENAMED = {
 ALL = {**PEERS, **CANDIDATES}
 
 # choice_fte: the even (choice) tasks run to this budget (the rule reads 5, 10, 20 FTE);
-# the held-out tasks to max_fte.
+# the held-out tasks to max_fte (20 FTE for a second K, and for the slow peers).
 QUICK = {"tasks": 4, "seeds": 3, "workers": [4], "max_fte": 20.0, "choice_fte": 20.0, "slow_seeds": 1}
 FULL = {"tasks": 34, "seeds": 10, "workers": [4], "max_fte": 50.0, "choice_fte": 20.0, "slow_seeds": 2}
 
@@ -157,26 +160,37 @@ _READ_ONLY: set[tuple] = set()  # studies read from another run's file: never wr
 RUNS = os.path.join(OUT, "runs.json.gz")
 
 
+def _read(path: str) -> dict[tuple, dict]:
+    """The studies in a runs file, by (method, task, seed, workers, budget), named as now."""
+    if not os.path.exists(path):
+        return {}
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        runs = json.load(f)
+    out = {}
+    for r in runs:
+        for names in range(r.get("names", 1), NAMES):
+            r["method"] = RENAMED[names].get(r["method"], r["method"])
+        r["names"] = NAMES
+        out[(r["method"], r["task"], r["seed"], r["workers"], round(r["budget"], 6))] = r
+    return out
+
+
 def load_cache(path: str | None = None, read_only: bool = False) -> None:
     """--reuse: studies already in results/runs.json.gz (or ``path``) are not run again."""
-    path = path or RUNS
-    if os.path.exists(path):
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            runs = json.load(f)
-            for r in runs:
-                for names in range(r.get("names", 1), NAMES):
-                    r["method"] = RENAMED[names].get(r["method"], r["method"])
-                r["names"] = NAMES
-                key = (r["method"], r["task"], r["seed"], r["workers"], round(r["budget"], 6))
-                _CACHE[key] = r
-                if read_only:
-                    _READ_ONLY.add(key)
+    runs = _read(path or RUNS)
+    _CACHE.update(runs)
+    if read_only:
+        _READ_ONLY.update(runs)
 
 
 def save_cache() -> None:
+    """This run's studies into RUNS, over the same studies of earlier runs; the file's
+    other studies (the choice rounds', other budgets or K) stay."""
+    runs = _read(RUNS)
+    runs.update((k, r) for k, r in _CACHE.items() if k not in _READ_ONLY)
     os.makedirs(os.path.dirname(RUNS), exist_ok=True)
     with gzip.open(RUNS, "wt", encoding="utf-8") as f:
-        json.dump([r for k, r in _CACHE.items() if k not in _READ_ONLY], f)
+        json.dump(list(runs.values()), f)
 
 
 def run_jobs(jobs: list[tuple], procs: int) -> list[dict]:
@@ -511,7 +525,6 @@ def main(argv: list[str] | None = None) -> dict:
         idx = sorted(set(pick.tolist()))
     else:
         idx = list(range(len(all_tasks)))
-    even = [all_tasks[i] for i in idx if i % 2 == 0]
     odd = [all_tasks[i] for i in idx if i % 2 == 1]
     seeds = list(range(plan["seeds"]))
     slow_seeds = seeds[:plan["slow_seeds"]]
@@ -522,30 +535,15 @@ def main(argv: list[str] | None = None) -> dict:
     if args.reuse:
         load_cache()
     started = time.perf_counter()
-    ref_info = reference(even + odd)
+    ref_info = reference(odd)
     os.makedirs(OUT, exist_ok=True)
-    result: dict[str, Any] = {"plan": plan, "even": even, "odd": odd, "timings": {}}
-    all_runs: list[dict] = []
+    result: dict[str, Any] = {"plan": plan, "odd": odd, "chosen": SHIPPED, "timings": {}}
     for workers in plan["workers"]:
         k_max = plan["max_fte"] if workers == plan["workers"][0] else min(plan["max_fte"], 20.0)
-        # phase 1: even tasks, the candidates
+        # The held-out (odd) tasks: the peers, ours as shipped and the default before it.
+        # Choosing a default is the separate first phase (`--choice`, `make bench-choice`).
         t0 = time.perf_counter()
-        k_choice = min(k_max, plan["choice_fte"])
-        # (the peers' even-task figures are in results/choice/candidates.md)
-        jobs = [(m, t, s, workers, k_choice * ref_info[t]["fte_s"], ref_info[t]["fte_s"])
-                for m in CANDIDATES for t in even for s in seeds]
-        print(f"K={workers}: even tasks ({len(even)}), {len(jobs)} studies", flush=True)
-        runs_even = run_jobs(jobs, args.procs)
-        save_cache()
-        result["timings"][f"even_K{workers}"] = time.perf_counter() - t0
-        ref_even = _ref(ref_info, runs_even, even)
-        an_even = analyse(runs_even, list(CANDIDATES), even, seeds, ref_even, workers, SHIPPED, k_choice)
-        chosen = choose(an_even) if workers == plan["workers"][0] else result["chosen"]
-        result.setdefault("chosen", chosen)
-        print(f"K={workers}: chosen on even tasks: {chosen}", flush=True)
-        # phase 2: odd (held-out) tasks: peers, as shipped, the chosen candidate
-        t0 = time.perf_counter()
-        held = [m for m in PEERS if m not in SLOW_PEERS] + list(dict.fromkeys([SHIPPED, chosen, *EARLIER]))
+        held = [m for m in PEERS if m not in SLOW_PEERS] + [SHIPPED, *EARLIER]
         jobs = [(m, t, s, workers, k_max * ref_info[t]["fte_s"], ref_info[t]["fte_s"])
                 for m in held for t in odd for s in seeds]
         jobs = [(m, t, s, workers, min(k_max, GOAL_BUDGET) * ref_info[t]["fte_s"], ref_info[t]["fte_s"])
@@ -555,31 +553,25 @@ def main(argv: list[str] | None = None) -> dict:
         save_cache()
         result["timings"][f"odd_K{workers}"] = time.perf_counter() - t0
         ref_odd = _ref(ref_info, runs_odd, odd)
-        methods_odd = [*held, *SLOW_PEERS]
-        an_odd = analyse(runs_odd, methods_odd, odd, seeds, ref_odd, workers, chosen, k_max)
-        an_odd_shipped = analyse(runs_odd, methods_odd, odd, seeds, ref_odd, workers, SHIPPED, k_max)
-        result[f"K{workers}"] = {"even": an_even, "odd": an_odd, "odd_shipped": an_odd_shipped,
-                                 "ref_even": ref_even, "ref_odd": ref_odd}
-        all_runs += runs_even + runs_odd
+        an_odd = analyse(runs_odd, [*held, *SLOW_PEERS], odd, seeds, ref_odd, workers, SHIPPED, k_max)
         cpu: dict[str, list[float]] = {}
-        for r in runs_even + runs_odd:
+        for r in runs_odd:
             cpu.setdefault(r["method"], []).append(r["cpu_s"])
-        result[f"K{workers}"]["cpu_s"] = {m: float(np.mean(v)) for m, v in cpu.items()}
-        result[f"K{workers}"]["trials"] = {m: float(np.mean([r["trials"] for r in runs_odd + runs_even
-                                                               if r["method"] == m]))
-                                           for m in cpu}
         tag = f"K{workers}"
-        hl = {chosen, SHIPPED}
-        result[f"K{workers}"]["figures"] = {
-            "odd": plot_curves(an_odd, os.path.join(OUT, f"regret_heldout_{tag}.png"),
-                               f"Held-out tasks ({len(odd)}), K={workers}, {len(seeds)} seeds: "
-                               "mean regret, 95% bootstrap CI over tasks", hl),
-            "even": plot_curves(an_even, os.path.join(OUT, f"regret_choice_{tag}.png"),
-                                f"Choice tasks ({len(even)}), K={workers}: peers and our candidates", hl),
-            "cd5": plot_cd(an_odd, 5.0, os.path.join(OUT, f"cd_heldout_{tag}_5fte.png"),
-                           f"Held-out, K={workers}, 5 FTE: mean rank (1 = best)"),
-            "cd20": plot_cd(an_odd, min(k_max, 20.0), os.path.join(OUT, f"cd_heldout_{tag}_20fte.png"),
-                            f"Held-out, K={workers}, {min(k_max, 20.0):g} FTE: mean rank (1 = best)"),
+        result[tag] = {
+            "odd": an_odd, "ref_odd": ref_odd,
+            "cpu_s": {m: float(np.mean(v)) for m, v in cpu.items()},
+            "trials": {m: float(np.mean([r["trials"] for r in runs_odd if r["method"] == m]))
+                       for m in cpu},
+            "figures": {
+                "odd": plot_curves(an_odd, os.path.join(OUT, f"regret_heldout_{tag}.png"),
+                                   f"Held-out tasks ({len(odd)}), K={workers}, {len(seeds)} seeds: "
+                                   "mean regret, 95% bootstrap CI over tasks", {SHIPPED}),
+                "cd5": plot_cd(an_odd, 5.0, os.path.join(OUT, f"cd_heldout_{tag}_5fte.png"),
+                               f"Held-out, K={workers}, 5 FTE: mean rank (1 = best)"),
+                "cd20": plot_cd(an_odd, min(k_max, 20.0), os.path.join(OUT, f"cd_heldout_{tag}_20fte.png"),
+                                f"Held-out, K={workers}, {min(k_max, 20.0):g} FTE: mean rank (1 = best)"),
+            },
         }
     result["wall_s"] = time.perf_counter() - started
     with open(os.path.join(OUT, "analysis.json"), "w", encoding="utf-8") as f:
@@ -630,13 +622,13 @@ def choice_main(args: argparse.Namespace) -> dict:
               "chosen": chosen, "analysis": an, "ref": ref, "cpu_s": cpu, "trials": trials,
               "wall_s": time.perf_counter() - started}
     os.makedirs(out, exist_ok=True)
-    tag = f"{len(even)}x{len(seeds)}"
-    with open(os.path.join(out, f"analysis_{tag}.json"), "w", encoding="utf-8") as f:
+    # The last choice run's outputs (round 1's, 17x10 with all its candidates, are kept apart).
+    with open(os.path.join(out, "analysis.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1, default=_jsonable)
     lines = choice_table(an, chosen, cpu, trials)
-    with open(os.path.join(out, f"table_{tag}.md"), "w", encoding="utf-8") as f:
+    with open(os.path.join(out, "table.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
-    plot_curves(an, os.path.join(out, f"regret_choice_{tag}.png"),
+    plot_curves(an, os.path.join(out, "regret_choice.png"),
                 f"Choice tasks ({len(even)}), K={workers}, {len(seeds)} seeds: peers and our "
                 "candidates", {chosen, SHIPPED})
     print("\n".join(lines))
