@@ -30,13 +30,13 @@ BUDGET_SCOPES = tuple(BUDGET_FIGURES)
 # Resources Ray names in lower case in `tune.with_resources`; others are custom resources.
 _RAY_RESOURCES = ("cpu", "gpu", "memory")
 # ASHA's default first rung. On the benchmark's choice tasks (LCBench, epochs 2-52) a first
-# cut after 2 iterations beat a cut after 1 (benchmarks/RESULTS.md, "How the default was
-# chosen"); the first epochs rank configurations poorly.
+# cut after 2 iterations beat a cut after 1 (benchmarks/results/choice/candidates.md); the
+# first epochs rank configurations poorly.
 FIRST_RUNG = 2
 # TPE's candidates per suggestion (Optuna's ``n_ei_candidates``, default 24): the candidate
 # with the best ratio of good to bad density among this many draws is tried. More draws
 # exploit the densities harder; 1024 beat 24 on the benchmark's choice tasks
-# (benchmarks/RESULTS.md, "How the default was chosen"). The price is driver CPU: with 7
+# (benchmarks/results/choice/candidates.md). The price is driver CPU: with 7
 # parameters, ~50 ms a suggestion after 100 trials and ~0.5 s after 2000 (24: 6 and 42 ms;
 # `python -m benchmarks.tpe_cost`), nothing beside trials of minutes; lower it for
 # thousands of trials of seconds.
