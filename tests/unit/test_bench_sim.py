@@ -4,6 +4,8 @@ product's classes prune as they do under Ray. No Ray cluster, no surrogate."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import math
 
 import numpy as np
@@ -139,3 +141,27 @@ def test_the_numpy_1_peers_say_how_to_build_their_environment(monkeypatch, tmp_p
     monkeypatch.setattr(pinned_peers, "PYTHON", str(tmp_path / "missing" / "python"))
     with pytest.raises(SystemExit, match=r"make peers-env"):
         protocol.run_jobs([("DEHB", "3945", 0, 4, 100.0, 10.0)], procs=1)
+
+
+def test_a_run_rewrites_only_the_studies_it_ran(monkeypatch, tmp_path):
+    """results/runs.json.gz is the record of every round: a run without --reuse replaces the
+    studies it repeated and keeps the rest (the choice rounds', other budgets). A real file
+    in a temp directory; the studies are small dicts, not simulated."""
+    def study(method, task, cpu_s):
+        return {"method": method, "task": task, "seed": 0, "workers": 4, "budget": 20.0,
+                "cost": [1.0], "best": [90.0], "trials": 1, "spent": 1.0, "cpu_s": cpu_s,
+                "names": protocol.NAMES}
+
+    runs = tmp_path / "runs.json.gz"
+    monkeypatch.setattr(protocol, "RUNS", str(runs))
+    monkeypatch.setattr(protocol, "_CACHE", {})
+    monkeypatch.setattr(protocol, "_READ_ONLY", set())
+    earlier = [study("round 1 candidate", "3945", 1.0), study(protocol.SHIPPED, "7593", 1.0)]
+    with gzip.open(runs, "wt", encoding="utf-8") as f:
+        json.dump(earlier, f)
+    protocol._CACHE.update({(protocol.SHIPPED, "7593", 0, 4, 20.0): study(protocol.SHIPPED, "7593", 2.0),
+                            ("DEHB", "7593", 0, 4, 20.0): study("DEHB", "7593", 3.0)})
+    protocol.save_cache()
+    got = {(r["method"], r["task"]): r["cpu_s"] for r in protocol._read(str(runs)).values()}
+    assert got == {("round 1 candidate", "3945"): 1.0, (protocol.SHIPPED, "7593"): 2.0,
+                   ("DEHB", "7593"): 3.0}
