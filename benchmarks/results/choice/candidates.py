@@ -76,8 +76,8 @@ def main() -> None:
               "iterations) stops nothing until its ranking is shown to agree with the next rung's "
               "(6): once 10 trials have passed both while it stopped none, it starts stopping if "
               "their Spearman correlation is at least 0.5, and never otherwise (the issue's \"first "
-              "rung chosen from how well rung rankings agree\"; a wrapper of Ray's bracket cutoff, "
-              "removed after the round, in the git history of `benchmarks/protocol.py`). The rung "
+              "rung chosen from how well rung rankings agree\"; ~25 lines wrapping the cutoff of Ray's "
+              "ASHA bracket, not kept after the round). The rung "
               "agreed on the 6 tasks checked (seed 0: rho 0.73-0.99), so mostly it only let the first "
               "10 trials run to 6 iterations: worse at 2.5-5 FTE, the same at 20; the base stayed.",
               "",
