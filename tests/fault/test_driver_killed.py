@@ -38,7 +38,10 @@ def train(config):
 '''
 
 
-def test_driver_killed_then_resumed_finishes_without_rerunning(ray_cluster, tmp_path):
+def _run_and_kill(ray_cluster, tmp_path, samples=8):
+    """`tuner run` of a study of ``samples`` trials, SIGKILLed once Tune saved a state with
+    >= 2 trials ended; returns the command line, its environment, the study dir and those
+    trials."""
     (tmp_path / "slowtrain.py").write_text(TRAINABLE)
     (tmp_path / "exp.yaml").write_text(textwrap.dedent(f"""
         trainable: slowtrain:train
@@ -47,7 +50,7 @@ def test_driver_killed_then_resumed_finishes_without_rerunning(ray_cluster, tmp_
           ceiling: {{type: float, low: 0.5, high: 1.0}}
           log_dir: {str(tmp_path)!r}
         metric: acc
-        num_samples: 8
+        num_samples: {samples}
         scheduler: {{max_t: 6, grace_period: 2, reduction_factor: 2}}
         name: killed
         ray_address: {ray_cluster.address!r}
@@ -58,9 +61,14 @@ def test_driver_killed_then_resumed_finishes_without_rerunning(ray_cluster, tmp_
     driver = subprocess.Popen([*cli, "run", "exp.yaml"], cwd=tmp_path, env=env,
                               start_new_session=True, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT)
-    finished_at_kill = _wait_for_finished_trials_in_a_snapshot(study, at_least=2, proc=driver)
+    finished_at_kill = _wait_for_finished_trials_in_a_snapshot(study, 2, samples, driver)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
+    return cli, env, study, finished_at_kill
+
+
+def test_driver_killed_then_resumed_finishes_without_rerunning(ray_cluster, tmp_path):
+    cli, env, study, finished_at_kill = _run_and_kill(ray_cluster, tmp_path)
 
     before = json.loads((study / "tuner_study.json").read_text())
     resumed = subprocess.run([*cli, "resume", str(study)], cwd=tmp_path, env=env,
@@ -102,7 +110,32 @@ def test_driver_killed_then_resumed_finishes_without_rerunning(ray_cluster, tmp_
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
 
 
-def _wait_for_finished_trials_in_a_snapshot(study, at_least, proc, timeout=180):
+def test_a_snapshot_cut_between_its_files_still_reaches_num_samples(ray_cluster, tmp_path):
+    """Tune keeps its trial list and its search generator's count of created trials in two
+    files, uploaded one after the other to remote storage; a driver killed between them can
+    leave a count newer than the list. Faked here by raising the saved count by one after
+    the kill (the files are Tune's own, edited as that cut would leave them): the resumed
+    study must still run all 16 trials and finish (16: more than the cluster starts at once,
+    so some are left to create at the kill)."""
+    import ray.cloudpickle as cloudpickle
+
+    cli, env, study, _ = _run_and_kill(ray_cluster, tmp_path, samples=16)
+    newest = max(glob.glob(str(study / "search_gen_state-*.json")))
+    with open(newest, "rb") as f:
+        count = cloudpickle.load(f)
+    assert count["counter"] < 16  # trials left to create, or nothing would be lost
+    count["counter"] += 1
+    with open(newest, "wb") as f:
+        cloudpickle.dump(count, f)
+
+    resumed = subprocess.run([*cli, "resume", str(study)], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    after = json.loads((study / "tuner_study.json").read_text())
+    assert after["state"] == "finished" and len(after["trials"]) == 16
+
+
+def _wait_for_finished_trials_in_a_snapshot(study, at_least, samples, proc, timeout=180):
     """Wait until >= `at_least` trials ended and Tune saved its state after they did."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -114,7 +147,7 @@ def _wait_for_finished_trials_in_a_snapshot(study, at_least, proc, timeout=180):
             continue
         done = {k: t for k, t in record["trials"].items() if t["status"] != "running"}
         snapshots = glob.glob(str(study / "experiment_state-*.json"))
-        if len(done) >= at_least and snapshots and len(done) < 8:
+        if len(done) >= at_least and snapshots and len(done) < samples:
             last_end = max(t["ended_at"] for t in done.values())
             if max(os.path.getmtime(p) for p in snapshots) > last_end + 0.5:
                 return {k: t["status"] for k, t in done.items()}

@@ -167,6 +167,7 @@ def resume_study(trainable: Callable[..., Any], experiment_dir: str, tune_path: 
         connect(ray_address)
         _check_schedulable(resources)
         _ship_by_value(trainable)
+        ray_compat.reconcile_trial_count(tune_path)  # a snapshot cut between its two files
         tuner = Tuner.restore(tune_path, tune.with_resources(with_trial_mixin(trainable), dict(resources)),
                               resume_unfinished=True, resume_errored=False)
         _fit(tuner, experiment_dir, resources, max_concurrent)
