@@ -5,8 +5,9 @@ spot notice), the GCS's drain call, the function-trainable mixin hook (how each 
 learns its node), ASHA's and OptunaSearch's private fields, the test cluster of
 ``ray.cluster_utils``, the autoscaler's config validator, Tune's environment switches,
 the GCS key-value store (how the studies sharing a cluster split its idle time), the
-cluster's status, idle drains and node groups (the local cluster's idle scale-down), and the
-token-auth set-up that ``ray.init()`` does only for clusters it starts itself.
+cluster's status, idle drains and node groups (the local cluster's idle scale-down), the
+token-auth set-up that ``ray.init()`` does only for clusters it starts itself, and the two
+files of Tune's experiment snapshot that a resume reconciles.
 Private APIs move between releases; a moved one must stop the product with a line
 naming the Ray version it was built for, never let it run on silently (a study that no
 longer checkpoints on a notice, or charges every trial $0).
