@@ -114,9 +114,9 @@ RENAMED = {
 }
 ALL = {**PEERS, **CANDIDATES}
 
-# choice_fte: the even (choice) tasks run to this budget (the rule reads 5, 10, 20 FTE);
-# the held-out tasks to max_fte (20 FTE for a second K, and for the slow peers).
-QUICK = {"tasks": 4, "seeds": 3, "workers": [4], "max_fte": 20.0, "choice_fte": 20.0, "slow_seeds": 1}
+# The held-out tasks run to max_fte (20 FTE for a second K, and for the slow peers);
+# choice_fte: the even (choice) tasks' budget in `--choice` (the rule reads 5, 10, 20 FTE).
+QUICK = {"tasks": 4, "seeds": 3, "workers": [4], "max_fte": 20.0, "slow_seeds": 1}
 FULL = {"tasks": 34, "seeds": 10, "workers": [4], "max_fte": 50.0, "choice_fte": 20.0, "slow_seeds": 2}
 
 

@@ -326,34 +326,33 @@ _SNAPSHOT = "Tune's experiment snapshot (trial list and search generator state)"
 
 def reconcile_trial_count(tune_path: str) -> int:
     """Tune saves its trial list (``experiment_state-*.json``) and its search generator's
-    count of created trials (``search_gen_state-*.json``) as two files, uploaded one after
-    the other to remote storage. A driver killed between the two can leave a count newer
-    than the list: on resume Tune believes it created trials the list lacks, never creates
-    them, and the study can never reach ``num_samples``. Sets the newest count back to the
-    newest list's length; returns by how much it lowered it (0: they agreed)."""
+    count of created trials (``search_gen_state-*.json``) as two files, uploaded separately
+    to remote storage. A driver killed between the two can leave a count newer than the
+    list: on resume Tune believes it created trials the list lacks, never creates them,
+    and the study can never reach ``num_samples``. Sets the newest count back to the newest
+    list's length (newest by name, as Tune picks them); returns by how much it lowered it
+    (0: they agreed)."""
     import fnmatch
     import json
 
+    import pyarrow.fs
     import ray.cloudpickle as cloudpickle
 
     get_fs_and_path = _attr("ray.train._internal.storage", "get_fs_and_path", _SNAPSHOT)
-    newest_state = _attr("ray.tune.execution.experiment_state",
-                         "_find_newest_experiment_checkpoint", _SNAPSHOT)
-    generator = _attr("ray.tune.search.search_generator", "SearchGenerator", _SNAPSHOT)
+    lists = _attr("ray.tune.execution.tune_controller", "TuneController", _SNAPSHOT)
+    counts = _attr("ray.tune.search.search_generator", "SearchGenerator", _SNAPSHOT)
     fs, path = get_fs_and_path(tune_path)
-    state_path = newest_state(tune_path)
-    import pyarrow.fs
-
     names = [info.base_name for info in fs.get_file_info(pyarrow.fs.FileSelector(path))]
-    counts = fnmatch.filter(names, generator.CKPT_FILE_TMPL.format("*"))
-    if state_path is None or not counts:
+    list_files = fnmatch.filter(names, lists.CKPT_FILE_TMPL.format("*"))
+    count_files = fnmatch.filter(names, counts.CKPT_FILE_TMPL.format("*"))
+    if not list_files or not count_files:
         return 0
-    with fs.open_input_stream(state_path) as f:
+    list_path, count_path = f"{path}/{max(list_files)}", f"{path}/{max(count_files)}"
+    with fs.open_input_stream(list_path) as f:
         saved = json.loads(f.readall())
     if not isinstance(saved, dict) or not isinstance(saved.get("trial_data"), list):
-        raise RayCompatError(_SNAPSHOT, f"{state_path} has no trial_data list")
+        raise RayCompatError(_SNAPSHOT, f"{list_path} has no trial_data list")
     trials = len(saved["trial_data"])
-    count_path = f"{path}/{max(counts)}"
     with fs.open_input_stream(count_path) as f:
         count = cloudpickle.loads(f.readall())
     over = int(count["counter"]) - trials
@@ -390,9 +389,9 @@ def check() -> None:
     _attr("ray.core.generated.autoscaler_pb2", "DrainNodeReason", "the GCS drain-node call")
     _attr("ray._raylet", "AuthenticationTokenLoader", "Ray's token loader")
     _attr("ray.train._internal.storage", "get_fs_and_path", _SNAPSHOT)
-    _attr("ray.tune.execution.experiment_state", "_find_newest_experiment_checkpoint", _SNAPSHOT)
-    _require(_attr("ray.tune.search.search_generator", "SearchGenerator", _SNAPSHOT),
-             ["CKPT_FILE_TMPL"], _SNAPSHOT)
+    for module, name in (("ray.tune.execution.tune_controller", "TuneController"),
+                         ("ray.tune.search.search_generator", "SearchGenerator")):
+        _require(_attr(module, name, _SNAPSHOT), ["CKPT_FILE_TMPL"], _SNAPSHOT)
     from ray.tune.schedulers import AsyncHyperBandScheduler
     from ray.tune.search.optuna import OptunaSearch
 

@@ -112,7 +112,7 @@ def test_driver_killed_then_resumed_finishes_without_rerunning(ray_cluster, tmp_
 
 def test_a_snapshot_cut_between_its_files_still_reaches_num_samples(ray_cluster, tmp_path):
     """Tune keeps its trial list and its search generator's count of created trials in two
-    files, uploaded one after the other to remote storage; a driver killed between them can
+    files, uploaded separately to remote storage; a driver killed between them can
     leave a count newer than the list. Faked here by raising the saved count by one after
     the kill (the files are Tune's own, edited as that cut would leave them): the resumed
     study must still run all 16 trials and finish (16: more than the cluster starts at once,
