@@ -1,9 +1,9 @@
-"""Fresh seeds 10-19 on the 17 even tasks for the previous default (multivariate TPE), the
-rule's pick (independent TPE, now shipped) and two
-peers: does the pick's lead over the default survive new seeds? Reads the 10-seed choice
+"""Fresh seeds 10-19 on the 17 even tasks for round 1's default (multivariate TPE), round 1's
+pick (independent TPE; with grace 1, what round 2 replaced) and two peers: does the pick's
+lead over the default survive new seeds? Reads the 10-seed choice
 analysis for the reference (each task's reference is raised by any better run here).
 
-    nice -n 19 .venv/bin/python benchmarks/results/choice/replicate_seeds10-19.py
+    PYTHONPATH=. nice -n 19 .venv/bin/python benchmarks/results/choice/replicate_seeds10-19.py
 """
 import json
 import os
@@ -13,7 +13,8 @@ import numpy as np
 from benchmarks import protocol as p
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-METHODS = [p.PREVIOUS, p.SHIPPED, "ASHA + random (Ray defaults)",
+ROUND1_PICK = "ours, grace 1"  # independent TPE, first rung 1: round 1's pick, named as now
+METHODS = [p.PREVIOUS, ROUND1_PICK, "ASHA + random (Ray defaults)",
            "Syne Tune BOHB (async, KDE)"]
 SEEDS = list(range(10, 20))
 
@@ -29,13 +30,12 @@ runs = p.run_jobs(jobs, 2)
 p.save_cache()
 ref = {t: max(base["ref"][t], *(max(r["best"]) for r in runs if r["task"] == t and r["best"]))
        for t in even}
-an = p.analyse(runs, METHODS, even, SEEDS, ref, workers, p.SHIPPED, fte)
+an = p.analyse(runs, METHODS, even, SEEDS, ref, workers, p.PREVIOUS, fte)  # shipped then
 cpu = {m: float(np.mean([r["cpu_s"] for r in runs if r["method"] == m])) for m in METHODS}
 trials = {m: float(np.mean([r["trials"] for r in runs if r["method"] == m])) for m in METHODS}
-saved, p.CANDIDATES = p.CANDIDATES, dict.fromkeys(METHODS[:2])
-chosen = p.choose(an)
+saved, p.CANDIDATES = p.CANDIDATES, dict.fromkeys(METHODS[:2])  # round 1's candidates
+lines = p.choice_table(an, ROUND1_PICK, cpu, trials)
 p.CANDIDATES = saved
-lines = p.choice_table(an, chosen, cpu, trials)
 with open(os.path.join(HERE, "replication_seeds10-19.md"), "w", encoding="utf-8") as f:
     f.write("\n".join(lines) + "\n")
 with open(os.path.join(HERE, "replication_seeds10-19.json"), "w", encoding="utf-8") as f:
