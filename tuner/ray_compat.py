@@ -6,8 +6,9 @@ learns its node), ASHA's and OptunaSearch's private fields, the test cluster of
 ``ray.cluster_utils``, the autoscaler's config validator, Tune's environment switches,
 the GCS key-value store (how the studies sharing a cluster split its idle time), the
 cluster's status, idle drains and node groups (the local cluster's idle scale-down), the
-token-auth set-up that ``ray.init()`` does only for clusters it starts itself, and the two
-files of Tune's experiment snapshot that a resume reconciles.
+token-auth set-up that ``ray.init()`` does only for clusters it starts itself, the two
+files of Tune's experiment snapshot that a resume reconciles, and Tune's handling of a
+reused actor that dies before the next trial starts on it.
 Private APIs move between releases; a moved one must stop the product with a line
 naming the Ray version it was built for, never let it run on silently (a study that no
 longer checkpoints on a notice, or charges every trial $0).
@@ -364,6 +365,48 @@ def reconcile_trial_count(tune_path: str) -> int:
     return over
 
 
+# --- actor reuse: an actor that dies while it is handed to the next trial -------------------
+
+_REUSE = "Tune's actor reuse (TuneController's reset task)"
+
+
+def _tune_controller() -> Any:
+    cls = _attr("ray.tune.execution.tune_controller", "TuneController", _REUSE)
+    _require(cls, ["_schedule_trial_task", "_schedule_trial_reset", "_actor_failed"], _REUSE)
+    return cls
+
+
+def count_a_dead_reused_actor_once() -> None:
+    """With ``reuse_actors``, Tune hands a finished trial's actor to the next trial through
+    a ``reset`` task. If the actor has died (its spot node is gone), Ray 2.60 handles the
+    death twice for that trial: the actor's error handler retries it (requeued, actor
+    dropped), then the reset task's error handler, called right after for the same
+    exception, finds the trial PENDING and ends it ERROR whatever ``max_failures`` says,
+    leaving it among the trials being reset. Patched (idempotent): a reset's error for a
+    trial that has already left that actor only clears that mark; anything else is Tune's
+    own handling."""
+    cls = _tune_controller()
+    if getattr(cls, "_tuner_reset_once", False):
+        return
+    schedule = cls._schedule_trial_task
+
+    def _schedule_trial_task(self: Any, trial: Any, method_name: str, *args: Any,
+                             on_error: Callable[[Any, Exception], None] | None = None,
+                             **kwargs: Any) -> Any:
+        if method_name == "reset" and on_error is not None:
+            actor, tune_handles = self._trial_to_actor.get(trial), on_error
+
+            def on_error(trial: Any, exception: Exception) -> None:
+                if actor is not None and self._trial_to_actor.get(trial) is not actor:
+                    self._resetting_trials.discard(trial)  # retried by the actor's handler
+                    return
+                tune_handles(trial, exception)
+        return schedule(self, trial, method_name, *args, on_error=on_error, **kwargs)
+
+    cls._schedule_trial_task = _schedule_trial_task
+    cls._tuner_reset_once = True
+
+
 def check() -> None:
     """Look up every private API above (what a test runs against the installed Ray)."""
     _draining_nodes.cache_clear()
@@ -389,6 +432,7 @@ def check() -> None:
     _attr("ray.core.generated.autoscaler_pb2", "DrainNodeReason", "the GCS drain-node call")
     _attr("ray._raylet", "AuthenticationTokenLoader", "Ray's token loader")
     _attr("ray.train._internal.storage", "get_fs_and_path", _SNAPSHOT)
+    _tune_controller()
     for module, name in (("ray.tune.execution.tune_controller", "TuneController"),
                          ("ray.tune.search.search_generator", "SearchGenerator")):
         _require(_attr(module, name, _SNAPSHOT), ["CKPT_FILE_TMPL"], _SNAPSHOT)

@@ -236,6 +236,7 @@ def _fit(tuner: Tuner, experiment_dir: str, resources: Mapping[str, float],
     # as the cluster holds now (an autoscaling cluster scales for max_concurrent_trials).
     if _PENDING not in os.environ and max_concurrent is None:  # _study_process restores it
         os.environ[_PENDING] = str(trial_slots(ray.cluster_resources(), resources))
+    ray_compat.count_a_dead_reused_actor_once()  # a spot node lost while a trial takes its actor
     sigterm = _sigterm_as_ctrl_c()  # after ray.init, which installs its own handler
     try:
         tuner.fit()
