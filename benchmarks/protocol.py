@@ -22,7 +22,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -38,19 +38,19 @@ REPORT_AT = (2.5, 5.0, 10.0, 20.0, 50.0)  # FTE
 GRID = np.unique(np.concatenate([np.geomspace(0.5, 50, 48), REPORT_AT]))
 GOAL_BUDGET = 20.0
 
-SHIPPED = "ours, as shipped (independent TPE, 256 candidates, ASHA grace 2, rf 3)"
+SHIPPED = "ours, as shipped (independent TPE, 1024 candidates, ASHA grace 2, rf 3)"
 # The product's defaults (``StudySettings``; ``sim.tuner_method`` builds them): a first rung
-# at 2 iterations, reduction factor 3, an independent TPESampler(seed, n_ei_candidates=256)
-# (``tuner.engine.search.tpe_sampler``). Seven rounds of candidates on the even tasks chose
+# at 2 iterations, reduction factor 3, an independent TPESampler(seed, n_ei_candidates=1024)
+# (``tuner.engine.search.tpe_sampler``). Five rounds of candidates on the even tasks chose
 # them: independent TPE over Optuna 5's default multivariate TPE (PREVIOUS, shipped until
-# then), a first rung at 2 over 1, then 1024 TPE candidates over Optuna's 24 (BEFORE), then
-# 256 (as good as 1024 within the paired CI, 2.3x less CPU: ``choose``) over 1024 (LAST).
+# then), a first rung at 2 over 1, then 1024 TPE candidates over Optuna's 24 (BEFORE).
+# Round 7 shipped 256 candidates (ROUND7) for one commit; withdrawn (candidates.md).
 PREVIOUS = "ours, multivariate TPE (Optuna's default; shipped before)"
 BEFORE = "ours, TPE n_ei_candidates=24 (shipped before)"
-LAST = "ours, TPE n_ei_candidates=1024 (shipped before)"
+ROUND7 = "ours, TPE n_ei_candidates=256 (round 7's default, withdrawn)"
 # Earlier defaults are not run again on the held-out tasks: their studies from the last run
 # that ran them are read from results/runs.json.gz and analysed with this run's.
-EARLIER = (LAST, BEFORE)
+EARLIER = (ROUND7, BEFORE)
 
 
 PEERS: dict[str, Callable[[int], sim.Method]] = {
@@ -91,14 +91,12 @@ def _tpe(seed: int, **kwargs: Any) -> Any:
 # round, table_17x10.md round 1 in detail, table.md the last `make bench-choice`.
 CANDIDATES: dict[str, Callable[[int], sim.Method]] = {
     SHIPPED: sim.tuner_method,
-    LAST: lambda s: sim.tuner_method(
-        s, sampler=lambda seed: _tpe(seed, multivariate=False, n_ei_candidates=1024)),
     BEFORE: lambda s: sim.tuner_method(s, sampler=lambda seed: _tpe(seed, multivariate=False)),
 }
 # What methods were called in runs made before (--reuse): names 1, the first round's (when
 # multivariate TPE shipped); names 2, the second round's (independent TPE, grace 1 shipped);
 # names 3, rounds 3-5 (independent TPE, grace 2, 24 EI candidates shipped); names 4, round 6
-# (1024 candidates shipped).
+# (1024 candidates shipped); names 5, round 7 (256 shipped, then withdrawn).
 RENAMED = {
     1: {"ours, as shipped (TPE, ASHA grace 1, rf 3)": PREVIOUS,
         "ours, TPE multivariate=False": "ours, as shipped (independent TPE, ASHA grace 1, rf 3)",
@@ -118,8 +116,11 @@ RENAMED = {
         "ours, TPE + 1/3 random configurations": "ours, grace 1, TPE + 1/3 random configurations"},
     3: {"ours, as shipped (independent TPE, ASHA grace 2, rf 3)": BEFORE,
         "ours, TPE n_ei_candidates=1024": "ours, as shipped (independent TPE, 1024 candidates, ASHA grace 2, rf 3)"},
-    4: {"ours, as shipped (independent TPE, 1024 candidates, ASHA grace 2, rf 3)": LAST,
-        "ours, TPE n_ei_candidates=256": SHIPPED},
+    4: {"ours, as shipped (independent TPE, 1024 candidates, ASHA grace 2, rf 3)":
+        "ours, TPE n_ei_candidates=1024 (shipped before)",
+        "ours, TPE n_ei_candidates=256": "ours, as shipped (independent TPE, 256 candidates, ASHA grace 2, rf 3)"},
+    5: {"ours, TPE n_ei_candidates=1024 (shipped before)": SHIPPED,
+        "ours, as shipped (independent TPE, 256 candidates, ASHA grace 2, rf 3)": ROUND7},
 }
 ALL = {**PEERS, **CANDIDATES}
 
@@ -163,7 +164,7 @@ def _job(args: tuple) -> dict:
             "names": NAMES}
 
 
-NAMES = 5  # the methods' names since 256 TPE candidates shipped (RENAMED maps older runs')
+NAMES = 6  # the methods' names since round 7 was withdrawn (RENAMED maps older runs')
 _CACHE: dict[tuple, dict] = {}
 _READ_ONLY: set[tuple] = set()  # studies read from another run's file: never written back
 RUNS = os.path.join(OUT, "runs.json.gz")
@@ -341,10 +342,9 @@ def analyse(runs: list[dict], methods: list[str], tasks: list[str], seeds: list[
     oi = methods.index(ours)
     for bi, b in enumerate(budgets):
         per_task = np.nanmean(cube[:, :, :, bi], axis=2)  # [m, t]
-        row: dict[str, Any] = {"mean_regret": {}, "ci": {}, "median_regret": {}, "per_task": {}}
+        row: dict[str, Any] = {"mean_regret": {}, "ci": {}, "median_regret": {}}
         for i in present:
             vals = per_task[i][~np.isnan(per_task[i])]
-            row["per_task"][methods[i]] = per_task[i].tolist()  # NaN: a task it did not run
             row["mean_regret"][methods[i]] = float(vals.mean())
             row["ci"][methods[i]] = boot_ci(vals)
             row["median_regret"][methods[i]] = float(np.nanmedian(cube[i, :, :, bi]))
@@ -425,26 +425,16 @@ def analyse(runs: list[dict], methods: list[str], tasks: list[str], seeds: list[
 # --------------------------------------------------------------------------- choosing
 
 
-def scores(analysis: dict) -> dict[str, np.ndarray]:
-    """Per candidate, per task: the rule's score, mean regret over 5, 10 and 20 FTE."""
-    rows = [analysis["by_budget"].get(f"{b:g}") for b in (5.0, 10.0, 20.0)]
-    out = {}
-    for m in CANDIDATES:
-        if all(r is not None and m in r["per_task"] for r in rows):
-            out[m] = np.mean([r["per_task"][m] for r in rows], axis=0)
-    return out
-
-
-def choose(analysis: dict, cpu: Mapping[str, float]) -> str:
+def choose(analysis: dict) -> str:
     """The rule that picks our default on the even tasks, fixed before any held-out run:
-    the candidate with the lowest score (mean regret averaged over 5, 10 and 20 FTE). From
-    round 7 on, parsimony: the candidate with the least searcher CPU per study among those
-    not shown worse than that one (the paired bootstrap 95% CI over tasks of their score
-    difference reaches 0)."""
-    per_task = scores(analysis)
-    best = min(per_task, key=lambda m: float(per_task[m].mean()))
-    tied = [m for m in per_task if boot_ci(per_task[m] - per_task[best])[0] <= 0.0]
-    return min(tied, key=lambda m: cpu[m])
+    the candidate with the lowest mean regret averaged over 5, 10 and 20 FTE."""
+    scores = {}
+    for m in CANDIDATES:
+        vals = [analysis["by_budget"][f"{b:g}"]["mean_regret"].get(m) for b in (5.0, 10.0, 20.0)
+                if f"{b:g}" in analysis["by_budget"]]
+        if vals and all(v is not None for v in vals):
+            scores[m] = float(np.mean(vals))
+    return min(scores, key=scores.__getitem__)
 
 
 # --------------------------------------------------------------------------- figures
@@ -652,8 +642,8 @@ def choice_main(args: argparse.Namespace) -> dict:
     ref = _ref(ref_info, runs, even)
     methods = [m for m in ALL if m not in SLOW_PEERS]
     an = analyse(runs, methods, even, seeds, ref, workers, SHIPPED, fte)
+    chosen = choose(an)
     cpu = {m: float(np.mean([r["cpu_s"] for r in runs if r["method"] == m])) for m in methods}
-    chosen = choose(an, cpu)
     trials = {m: float(np.mean([r["trials"] for r in runs if r["method"] == m])) for m in methods}
     result = {"plan": plan, "even": even, "seeds": seeds, "workers": workers, "fte": fte,
               "chosen": chosen, "analysis": an, "ref": ref, "cpu_s": cpu, "trials": trials,

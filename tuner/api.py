@@ -41,7 +41,7 @@ def tune(trainable: Callable[..., Any],
             and holds its default -- the same keys as an experiment YAML: ``mode``,
             ``num_samples``, ``max_t``, ``grace_period`` (default 2), ``reduction_factor`` (ASHA over
             ``training_iteration``), ``tpe_multivariate`` (``False``: independent TPE, the
-            default the benchmark chose), ``tpe_n_ei_candidates`` (256 draws per suggestion),
+            default the benchmark chose), ``tpe_n_ei_candidates`` (1024 draws per suggestion),
             ``max_failures``, ``resources_per_trial``,
             ``max_concurrent_trials``, ``storage_path`` (a directory or ``s3://...``),
             ``name``, ``mlflow_uri``, ``mlflow_experiment``, ``seed`` (``None``: random,

@@ -35,12 +35,13 @@ _RAY_RESOURCES = ("cpu", "gpu", "memory")
 FIRST_RUNG = 2
 # TPE's candidates per suggestion (Optuna's ``n_ei_candidates``, default 24): the candidate
 # with the best ratio of good to bad density among this many draws is tried. More draws
-# exploit the densities harder: on the benchmark's choice tasks 256 beat 24, and 1024 did
-# no better than 256 for 2.3x the CPU (benchmarks/results/choice/candidates.md). The price
-# is driver CPU: with 7 parameters, ~18 ms a suggestion after 100 trials and ~0.16 s after
-# 2000 (24: 10 and 46 ms; `python -m benchmarks.tpe_cost`), nothing beside trials of
-# minutes; lower it for thousands of trials of seconds.
-TPE_CANDIDATES = 256
+# exploit the densities harder; 1024 beat 24 on the benchmark's choice tasks, and 256, as
+# good there, did worse on the held-out tasks (benchmarks/results/choice/candidates.md,
+# round 7). The price is driver CPU: with 7
+# parameters, ~50 ms a suggestion after 100 trials and ~0.5 s after 2000 (24: 6 and 42 ms;
+# `python -m benchmarks.tpe_cost`), nothing beside trials of minutes; lower it for
+# thousands of trials of seconds.
+TPE_CANDIDATES = 1024
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 

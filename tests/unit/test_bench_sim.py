@@ -167,25 +167,6 @@ def test_a_run_rewrites_only_the_studies_it_ran(monkeypatch, tmp_path):
                    ("DEHB", "7593"): 3.0}
 
 
-def _choice_analysis(per_task: dict[str, list[float]]) -> dict:
-    """An analysis with the same per-task regret at 5, 10 and 20 FTE (the rule's score)."""
-    row = {"per_task": per_task}
-    return {"by_budget": {"5": row, "10": row, "20": row}}
-
-
-def test_the_rule_takes_the_cheapest_candidate_not_shown_worse_than_the_best(monkeypatch):
-    """Parsimony: a candidate within the paired CI of the lowest score wins if it costs
-    less searcher CPU; one whose CI is wholly worse does not, however cheap."""
-    monkeypatch.setattr(protocol, "CANDIDATES", dict.fromkeys(["best", "tied", "worse"]))
-    rng = np.random.default_rng(0)
-    best = rng.uniform(3, 9, 17)
-    analysis = _choice_analysis({"best": best.tolist(),
-                                 "tied": (best + rng.normal(0.05, 0.3, 17)).tolist(),
-                                 "worse": (best + 1.0 + rng.normal(0, 0.1, 17)).tolist()})
-    assert protocol.choose(analysis, {"best": 5.0, "tied": 2.0, "worse": 0.1}) == "tied"
-    assert protocol.choose(analysis, {"best": 5.0, "tied": 8.0, "worse": 0.1}) == "best"
-
-
 def test_earlier_defaults_are_read_only_where_every_study_was_recorded(monkeypatch, tmp_path):
     """make bench reads earlier defaults' held-out studies instead of running them again,
     and leaves out a method with any study missing. Small dicts in a real temp file."""

@@ -153,7 +153,7 @@ class _Search(OptunaSearch):
 def tpe_sampler(seed: int | None, multivariate: bool, n_ei_candidates: int) -> optuna.samplers.TPESampler:
     """The study's sampler: Optuna's TPE, independent per parameter unless ``multivariate``
     (Optuna 5's default), choosing each configuration among ``n_ei_candidates`` draws. With
-    ASHA pruning most trials, independent TPE with 256 draws reached lower regret on the
+    ASHA pruning most trials, independent TPE with 1024 draws reached lower regret on the
     benchmark's choice tasks (benchmarks/results/choice/candidates.md); Optuna
     warns that multivariate is experimental, which we silence."""
     with warnings.catch_warnings():
