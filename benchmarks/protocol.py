@@ -314,7 +314,8 @@ def critical_difference(k: int, n: int) -> float:
 
 
 def analyse(runs: list[dict], methods: list[str], tasks: list[str], seeds: list[int],
-            ref: dict[str, float], workers: int, ours: str, max_fte: float) -> dict:
+            ref: dict[str, float], workers: int, ours: str, max_fte: float,
+            unranked: tuple[str, ...] = ()) -> dict:
     from scipy.stats import friedmanchisquare, wilcoxon
 
     budgets = np.array([b for b in REPORT_AT if b <= max_fte])
@@ -338,7 +339,10 @@ def analyse(runs: list[dict], methods: list[str], tasks: list[str], seeds: list[
             a, b = boot_ci(col, reps=2000)
             mean.append(float(col.mean())), lo.append(a), hi.append(b)
         out["curves"][methods[i]] = {"mean": mean, "lo": lo, "hi": hi}
-    full = [i for i in present if not np.any(np.isnan(cube[i]))]  # every task and seed
+    # Ranked: the methods run on every task and seed, but not our earlier defaults (read from
+    # an earlier run: ranked with ours, they would only split our places among themselves).
+    ranked = [i for i in present if methods[i] not in unranked]
+    full = [i for i in ranked if not np.any(np.isnan(cube[i]))]  # every task and seed
     oi = methods.index(ours)
     for bi, b in enumerate(budgets):
         per_task = np.nanmean(cube[:, :, :, bi], axis=2)  # [m, t]
@@ -356,13 +360,13 @@ def analyse(runs: list[dict], methods: list[str], tasks: list[str], seeds: list[
             row["friedman"] = {"stat": float(stat), "p": float(p)}
         row["cd"] = critical_difference(len(full), len(tasks)) if len(full) in _Q05 else None
         # every method, the slow peers too, ranked on the seeds all of them ran
-        common = ~np.any(np.isnan(cube[present, :, :, bi]), axis=(0, 1))  # [s]
-        if common.any() and len(present) > len(full):
-            sub = np.nanmean(cube[present][:, :, common, bi], axis=2)
+        common = ~np.any(np.isnan(cube[ranked, :, :, bi]), axis=(0, 1))  # [s]
+        if common.any() and len(ranked) > len(full):
+            sub = np.nanmean(cube[ranked][:, :, common, bi], axis=2)
             rk_all = ranks(sub)
-            row["mean_rank_all"] = {methods[i]: float(rk_all[j].mean()) for j, i in enumerate(present)}
+            row["mean_rank_all"] = {methods[i]: float(rk_all[j].mean()) for j, i in enumerate(ranked)}
             row["seeds_all"] = [seeds[k] for k in np.flatnonzero(common)]
-            row["cd_all"] = critical_difference(len(present), len(tasks)) if len(present) in _Q05 else None
+            row["cd_all"] = critical_difference(len(ranked), len(tasks)) if len(ranked) in _Q05 else None
         # paired: ours - peer, per task (seed-mean), bootstrap over tasks, Wilcoxon, Holm
         pairs = {}
         for i in present:
@@ -580,7 +584,8 @@ def main(argv: list[str] | None = None) -> dict:
         runs_odd += recorded
         result["timings"][f"odd_K{workers}"] = time.perf_counter() - t0
         ref_odd = _ref(ref_info, runs_odd, odd)
-        an_odd = analyse(runs_odd, [*held, *SLOW_PEERS], odd, seeds, ref_odd, workers, SHIPPED, k_max)
+        an_odd = analyse(runs_odd, [*held, *SLOW_PEERS], odd, seeds, ref_odd, workers, SHIPPED, k_max,
+                         unranked=EARLIER)
         cpu: dict[str, list[float]] = {}
         for r in runs_odd:
             cpu.setdefault(r["method"], []).append(r["cpu_s"])

@@ -184,3 +184,19 @@ def test_earlier_defaults_are_read_only_where_every_study_was_recorded(monkeypat
     assert sorted((r["method"], r["task"], r["seed"]) for r in got) == sorted(
         ("complete", t, s) for t in ("a", "b") for s in (0, 1))
     assert protocol.recorded_runs(("complete",), ["a", "b"], [0, 1], 4, 20.0) == []
+
+
+def test_our_earlier_defaults_are_not_ranked_with_ours_and_the_peers():
+    """The goals rank ours among the peers: an earlier default of ours, reported beside
+    them, takes no place in the ranks (it would only split ours'). Small dicts, 3 tasks."""
+    def study(method, task, best):
+        return {"method": method, "task": task, "seed": 0, "workers": 4, "cost": [0.1],
+                "best": [best], "spent": 50.0}
+
+    accuracy = {"ours": 95.0, "earlier": 96.0, "peer": 94.0, "other peer": 90.0}
+    runs = [study(m, t, a) for m, a in accuracy.items() for t in ("a", "b", "c")]
+    an = protocol.analyse(runs, list(accuracy), ["a", "b", "c"], [0], dict.fromkeys("abc", 100.0),
+                          4, "ours", 20.0, unranked=("earlier",))
+    row = an["by_budget"]["20"]
+    assert row["mean_rank"] == {"ours": 1.0, "peer": 2.0, "other peer": 3.0}
+    assert row["mean_regret"]["earlier"] == 4.0 and "earlier" in row["pairs"]
