@@ -89,7 +89,8 @@ def main() -> None:
               "`make bench` with it took 46 minutes; on the held-out tasks 256 had +0.49 [+0.24, "
               "+0.76] points more regret than 1024 at 20 FTE. The 68 minutes had two other causes "
               "(the default before was run again, now its studies are read; that run's studies "
-              "cost 15-50% more CPU than in later ones on this shared machine), so the change was "
+              "cost up to 10-50% more CPU each than in the two runs after it, on this shared "
+              "machine), so the change was "
               "withdrawn and 1024 ships again: a decision that read held-out figures, which "
               "RESULTS.md says. Round 7's studies are \"ours, TPE n_ei_candidates=256 (round 7's "
               "default, withdrawn)\".",
