@@ -579,8 +579,9 @@ def main(argv: list[str] | None = None) -> dict:
         runs_odd = run_jobs(jobs, args.procs)
         save_cache()
         recorded = recorded_runs(EARLIER, odd, seeds, workers, k_max)
-        result.setdefault("recorded", {})[f"K{workers}"] = sorted({r["method"] for r in recorded})
-        held += sorted({r["method"] for r in recorded})
+        earlier = sorted({r["method"] for r in recorded})
+        result.setdefault("recorded", {})[f"K{workers}"] = earlier
+        held += earlier
         runs_odd += recorded
         result["timings"][f"odd_K{workers}"] = time.perf_counter() - t0
         ref_odd = _ref(ref_info, runs_odd, odd)

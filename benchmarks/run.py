@@ -358,7 +358,6 @@ def _choice_section() -> list[str]:
 
 
 def _caveats(res: dict) -> list[str]:
-
     plan = res["plan"]
     return [
         "### What the previous headline was, and what is not measured here",
