@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import pinned_peers, sim
+from benchmarks import log_ndtr, pinned_peers, sim
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "results")
@@ -233,7 +233,8 @@ def run_jobs(jobs: list[tuple], procs: int) -> list[dict]:
     jobs = [j for j in jobs if j[0] not in PINNED]
     done = 0
     started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=procs) as pool:
+    # Optuna's TPE with log Phi over arrays: the same bits, ~2.5x less searcher CPU.
+    with ProcessPoolExecutor(max_workers=procs, initializer=log_ndtr.install) as pool:
         for res in pool.map(_job, jobs, chunksize=1):
             out.append(res)
             _CACHE[key(res["job"])] = res

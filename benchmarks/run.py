@@ -384,10 +384,16 @@ def _caveats(res: dict) -> list[str]:
         "as a setting. The simulator bounds studies by FTE; the product's dollar budget "
         "(`budget_usd`) is tested on the local spot cluster, not here. "
         + ("" if 1 in plan["workers"] else "K = 1 is not in this run "
-           "(`make bench ARGS=--workers=4,1` adds it, about 25 minutes more on 2 cores). ")
+           "(`make bench ARGS=--workers=4,1` adds it; its slow peers alone are about 20 minutes "
+           "more on 2 cores). ")
         + f"{plan['seeds']} seeds, not 20: 20 would not fit `make bench` in an hour on 2 "
         "cores. Searcher CPU time is not on the virtual clock (the success table's CPU s column "
-        "shows it; it would matter for short epochs).",
+        "shows it; it would matter for short epochs). The simulator's processes compute "
+        "Optuna's log Phi over whole arrays (`benchmarks/log_ndtr.py`: the same bits, so the "
+        "same studies, checked by unit tests), so the CPU s of the Optuna TPE methods here "
+        "are less than the product's: for ours about 2.4x less at 50 FTE "
+        "(`python -m benchmarks.tpe_cost` measures Optuna's own); the earlier defaults' "
+        "recorded studies ran before this and were measured with Optuna's own.",
         "- Seven rounds of candidates ran on the even tasks only (`make bench-choice`; "
         "results/choice/candidates.md has every one). Until them the product ran Optuna 5's "
         "default TPE, multivariate (with `constant_liar`; `group` only matters for conditional "

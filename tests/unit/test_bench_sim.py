@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks import protocol, sim
+from benchmarks import log_ndtr, protocol, sim
 from benchmarks.lcbench import EPOCHS, Curve
 
 
@@ -200,3 +200,43 @@ def test_our_earlier_defaults_are_not_ranked_with_ours_and_the_peers():
     row = an["by_budget"]["20"]
     assert row["mean_rank"] == {"ours": 1.0, "peer": 2.0, "other peer": 3.0}
     assert row["mean_regret"]["earlier"] == 4.0 and "earlier" in row["pairs"]
+
+
+def test_the_benchmarks_log_phi_has_optunas_bits_on_every_branch():
+    """benchmarks/log_ndtr.py computes Optuna's ``_truncnorm._log_ndtr`` over the array
+    (the benchmark's speed-up): every value, edges and tails included, has the same bits."""
+    from optuna.samplers._tpe import _truncnorm
+
+    rng = np.random.default_rng(1)
+    values = np.concatenate([log_ndtr.probe(), rng.uniform(-1e6, 1e6, 3000),
+                             rng.normal(0, 8, 2983)]).reshape(-1, 10)
+    with np.errstate(all="ignore"):
+        assert log_ndtr.same_bits(log_ndtr.log_ndtr(values), _truncnorm._log_ndtr(values))
+    assert not log_ndtr.same_bits(np.array([1.0]), np.array([np.nextafter(1.0, 2.0)]))
+
+
+def test_a_study_with_the_faster_log_phi_is_the_same_study(monkeypatch):
+    """The product's sampler (integer and log parameters, 1024 candidates) chooses the
+    same configurations with either log Phi, so the simulated study is the same."""
+    from optuna.samplers._tpe import _truncnorm
+
+    def study() -> tuple:
+        trace = sim.simulate(sim.tuner_method(3), FakeTask(), 4, budget_s=6 * 51.5)
+        return trace.trials, trace.cost, trace.best
+
+    optunas = study()
+    monkeypatch.setattr(_truncnorm, "_log_ndtr", _truncnorm._log_ndtr)  # undone after the test
+    assert log_ndtr.install() and _truncnorm._log_ndtr is log_ndtr.log_ndtr
+    assert study() == optunas
+
+
+def test_the_faster_log_phi_stays_out_where_optunas_differs(monkeypatch):
+    from optuna.samplers._tpe import _truncnorm
+
+    def another_version(a):
+        return np.nextafter(log_ndtr.log_ndtr(a), 0.0)
+
+    monkeypatch.setattr(_truncnorm, "_log_ndtr", another_version)
+    with pytest.warns(RuntimeWarning, match="its own"):
+        assert not log_ndtr.install()
+    assert _truncnorm._log_ndtr is another_version
