@@ -260,15 +260,18 @@ def ray_defaults_method(seed: int, *, random: bool = False) -> Method:
 
 
 class OptunaMethod(Method):
-    """Optuna's ask-and-tell: a sampler, and optionally a pruner asked after each report."""
+    """Optuna's ask-and-tell: a sampler, and optionally a pruner asked after each report.
+    The study is named after the seed: HyperbandPruner puts trials in brackets by a hash
+    of the study's name, and Optuna's generated names differ from run to run."""
 
-    def __init__(self, sampler: Any, pruner: Any | None = None) -> None:
+    def __init__(self, seed: int, sampler: Any, pruner: Any | None = None) -> None:
         import optuna
 
         _quiet()
         self.optuna = optuna
         self.pruner = pruner
-        self.study = optuna.create_study(direction="maximize", sampler=sampler,
+        self.study = optuna.create_study(study_name=f"sim-{seed}", direction="maximize",
+                                         sampler=sampler,
                                          pruner=pruner or optuna.pruners.NopPruner())
         self.space = space()
         self.trials: dict[str, Any] = {}
@@ -298,19 +301,19 @@ class OptunaMethod(Method):
 def random_full(seed: int) -> Method:
     import optuna
 
-    return OptunaMethod(optuna.samplers.RandomSampler(seed=seed))
+    return OptunaMethod(seed, optuna.samplers.RandomSampler(seed=seed))
 
 
 def tpe_full(seed: int) -> Method:
     import optuna
 
-    return OptunaMethod(optuna.samplers.TPESampler(seed=seed))
+    return OptunaMethod(seed, optuna.samplers.TPESampler(seed=seed))
 
 
 def optuna_hyperband(seed: int) -> Method:
     import optuna
 
-    return OptunaMethod(optuna.samplers.TPESampler(seed=seed),
+    return OptunaMethod(seed, optuna.samplers.TPESampler(seed=seed),
                         optuna.pruners.HyperbandPruner(min_resource=1, max_resource=MAX_T,
                                                        reduction_factor=3))
 

@@ -240,3 +240,13 @@ def test_the_faster_log_phi_stays_out_where_optunas_differs(monkeypatch):
     with pytest.warns(RuntimeWarning, match="its own"):
         assert not log_ndtr.install()
     assert _truncnorm._log_ndtr is another_version
+
+
+def test_optunas_hyperband_peer_is_the_same_study_in_every_run():
+    """HyperbandPruner assigns brackets by a hash of the study's name: the peer names its
+    study after the seed, so two runs (two fresh studies) of a seed agree."""
+    def study() -> tuple:
+        trace = sim.simulate(sim.optuna_hyperband(5), FakeTask(), 2, budget_s=4 * 51.5)
+        return trace.trials, trace.cost, trace.best
+
+    assert study() == study()
