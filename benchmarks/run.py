@@ -391,7 +391,8 @@ def _caveats(res: dict) -> list[str]:
         "shows it; it would matter for short epochs). The simulator's processes compute "
         "Optuna's log Phi over whole arrays (`benchmarks/log_ndtr.py`: the same bits, so the "
         "same studies, checked by unit tests), so the CPU s of the Optuna TPE methods here "
-        "are less than the product's: for ours about 2.4x less at 50 FTE "
+        "are less than the product's: for ours 2.2x less (5.2 against 11.3 s a study at 50 "
+        "FTE, in the runs after and before it) "
         "(`python -m benchmarks.tpe_cost` measures Optuna's own); the earlier defaults' "
         "recorded studies ran before this and were measured with Optuna's own.",
         "- Seven rounds of candidates ran on the even tasks only (`make bench-choice`; "

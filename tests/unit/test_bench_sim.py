@@ -211,7 +211,8 @@ def test_the_benchmarks_log_phi_has_optunas_bits_on_every_branch():
     values = np.concatenate([log_ndtr.probe(), rng.uniform(-1e6, 1e6, 3000),
                              rng.normal(0, 8, 2983)]).reshape(-1, 10)
     with np.errstate(all="ignore"):
-        assert log_ndtr.same_bits(log_ndtr.log_ndtr(values), _truncnorm._log_ndtr(values))
+        optunas = np.frompyfunc(_truncnorm._log_ndtr_single, 1, 1)(values).astype(float)
+        assert log_ndtr.same_bits(log_ndtr.log_ndtr(values), optunas)
     assert not log_ndtr.same_bits(np.array([1.0]), np.array([np.nextafter(1.0, 2.0)]))
 
 
