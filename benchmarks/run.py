@@ -51,7 +51,7 @@ def main() -> None:
                         help="protocol: reuse studies already in results/runs.json.gz")
     parser.add_argument("--note", default="", help="a paragraph for the top of RESULTS.md")
     parser.add_argument("--workers", help="protocol: comma-separated K values (default 4; "
-                        "4,1 adds K = 1 to 20 FTE, about 25 min more on 2 cores)")
+                        "4,1 adds K = 1 to 20 FTE, about 30 min more on 2 cores)")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     default = {"protocol", "agreement"} | ({"overhead", "spot", "idle", "realcompute"} if args.system else set())
@@ -299,23 +299,8 @@ def protocol_section(res: dict, argv: list[str]) -> list[str]:
               f"![held-out anytime regret]({rel(kk['figures']['odd'])})", "",
               f"![rank at 5 FTE]({rel(kk['figures']['cd5'])})",
               f"![rank at 20 FTE]({rel(kk['figures']['cd20'])})", ""]
-    # pairs
     lines += [f"### Held-out, paired: ours ({chosen}) minus each peer (points; < 0 favours ours)", "",
-              "| peer | " + " | ".join(f"{b:g} FTE: diff [95% CI], p (Holm)" for b in budgets
-                                      if b in (5, 10, 20, 50)) + " |",
-              "| --- |" + " ---: |" * len([b for b in budgets if b in (5, 10, 20, 50)])]
-    for m in odd["methods"]:
-        if m == chosen:
-            continue
-        cells = []
-        for b in budgets:
-            if b not in (5, 10, 20, 50):
-                continue
-            pr = bb[f"{b:g}"]["pairs"].get(m)
-            cells.append("-" if pr is None else
-                         f"{pr['diff']:+.2f} [{pr['ci'][0]:+.2f}, {pr['ci'][1]:+.2f}], "
-                         f"{_p(pr['p'])} ({_p(pr['p_holm'])})")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+              *_paired_table(odd, chosen)]
     # success / ERT
     cap = budgets[-1]
     lines += ["", f"### Held-out: success and expected running time (budget {cap:g} FTE)", "",
@@ -335,9 +320,30 @@ def protocol_section(res: dict, argv: list[str]) -> list[str]:
     lines += _choice_section()
     lines += _caveats(res)
     for other in plan["workers"][1:]:
-        ko = res[f"K{other}"]["odd"]
+        ko = res[f"K{other}"]
         lines += [f"### Held-out tasks, K = {other}: mean regret (points) [95% CI] / mean rank", "",
-                  *regret_table(ko), ""]
+                  *regret_table(ko["odd"]), "",
+                  f"![held-out anytime regret, K = {other}]({rel(ko['figures']['odd'])})", "",
+                  f"Paired, K = {other}: ours minus each peer (points; < 0 favours ours)", "",
+                  *_paired_table(ko["odd"], chosen), ""]
+    return lines
+
+
+def _paired_table(odd: dict, chosen: str) -> list[str]:
+    """Ours minus each other method per task at 5, 10, 20 and 50 FTE (those run)."""
+    budgets = [float(b) for b in odd["budgets"] if float(b) in (5, 10, 20, 50)]
+    lines = ["| peer | " + " | ".join(f"{b:g} FTE: diff [95% CI], p (Holm)" for b in budgets) + " |",
+             "| --- |" + " ---: |" * len(budgets)]
+    for m in odd["methods"]:
+        if m == chosen:
+            continue
+        cells = []
+        for b in budgets:
+            pr = odd["by_budget"][f"{b:g}"]["pairs"].get(m)
+            cells.append("-" if pr is None else
+                         f"{pr['diff']:+.2f} [{pr['ci'][0]:+.2f}, {pr['ci'][1]:+.2f}], "
+                         f"{_p(pr['p'])} ({_p(pr['p_holm'])})")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return lines
 
 
