@@ -42,6 +42,7 @@ def tune(trainable: Callable[..., Any],
             ``num_samples``, ``max_t``, ``grace_period`` (default 2), ``reduction_factor`` (ASHA over
             ``training_iteration``), ``tpe_multivariate`` (``False``: independent TPE, the
             default the benchmark chose), ``tpe_n_ei_candidates`` (1024 draws per suggestion),
+            ``tpe_n_startup_trials`` (5 random trials before TPE chooses),
             ``max_failures``, ``resources_per_trial``,
             ``max_concurrent_trials``, ``storage_path`` (a directory or ``s3://...``),
             ``name``, ``mlflow_uri``, ``mlflow_experiment``, ``seed`` (``None``: random,

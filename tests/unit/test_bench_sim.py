@@ -119,18 +119,21 @@ def test_holm_and_the_critical_difference():
 
 def test_the_simulated_study_samples_as_the_product_does():
     """The simulator's "ours" is the product's sampler: independent TPE unless
-    ``tpe_multivariate`` is set, ``tpe_n_ei_candidates`` draws per suggestion, seeded as
+    ``tpe_multivariate`` is set, ``tpe_n_ei_candidates`` draws per suggestion after
+    ``tpe_n_startup_trials`` random trials, seeded as
     ``run_study`` seeds it."""
-    from tuner.config import TPE_CANDIDATES, StudySettings
+    from tuner.config import TPE_CANDIDATES, TPE_STARTUP_TRIALS, StudySettings
     from tuner.engine.search import tpe_sampler
 
     settings = StudySettings(metric="acc")
     assert settings.tpe_multivariate is False and settings.tpe_n_ei_candidates == TPE_CANDIDATES
     shipped = sim.tuner_method(7).searcher._ot_study.sampler
-    assert type(shipped) is type(tpe_sampler(7, False, 24)) and shipped._multivariate is False
+    assert type(shipped) is type(tpe_sampler(7, False, 24, 10)) and shipped._multivariate is False
     assert shipped._n_ei_candidates == TPE_CANDIDATES
-    assert tpe_sampler(7, True, 24)._multivariate is True
-    assert tpe_sampler(7, False, 5)._n_ei_candidates == 5
+    assert settings.tpe_n_startup_trials == TPE_STARTUP_TRIALS == shipped._n_startup_trials
+    assert tpe_sampler(7, True, 24, 10)._multivariate is True
+    assert tpe_sampler(7, False, 5, 10)._n_ei_candidates == 5
+    assert tpe_sampler(7, False, 24, 3)._n_startup_trials == 3
 
 
 def test_the_numpy_1_peers_say_how_to_build_their_environment(monkeypatch, tmp_path):

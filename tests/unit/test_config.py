@@ -98,6 +98,8 @@ BAD = [
      "exp.yaml: live_prices: must be true or false, got 1"),
     ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\ntpe_n_ei_candidates: 0\n",
      "exp.yaml: tpe_n_ei_candidates: must be an integer >= 1, got 0"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\ntpe_n_startup_trials: 2.5\n",
+     "exp.yaml: tpe_n_startup_trials: must be an integer >= 1, got 2.5"),
 ]
 
 

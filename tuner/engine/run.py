@@ -138,7 +138,8 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
                          study_name=os.path.basename(experiment_dir),
                          storage=optuna_storage(experiment_dir),
                          sampler=tpe_sampler(settings.seed, settings.tpe_multivariate,
-                                             settings.tpe_n_ei_candidates))
+                                             settings.tpe_n_ei_candidates,
+                                             settings.tpe_n_startup_trials))
         resources = settings.resources_per_trial
         study = _StudyCallback(experiment_dir, asha, verbose)
         tuner = Tuner(

@@ -150,16 +150,19 @@ class _Search(OptunaSearch):
                 self._study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
 
 
-def tpe_sampler(seed: int | None, multivariate: bool, n_ei_candidates: int) -> optuna.samplers.TPESampler:
+def tpe_sampler(seed: int | None, multivariate: bool, n_ei_candidates: int,
+                n_startup_trials: int) -> optuna.samplers.TPESampler:
     """The study's sampler: Optuna's TPE, independent per parameter unless ``multivariate``
-    (Optuna 5's default), choosing each configuration among ``n_ei_candidates`` draws. With
-    ASHA pruning most trials, independent TPE with 1024 draws reached lower regret on the
-    benchmark's choice tasks (benchmarks/results/choice/candidates.md); Optuna
-    warns that multivariate is experimental, which we silence."""
+    (Optuna 5's default), choosing each configuration among ``n_ei_candidates`` draws after
+    ``n_startup_trials`` random ones. With ASHA pruning most trials, independent TPE with
+    1024 draws after 5 random trials reached lower regret on the benchmark's choice tasks
+    (benchmarks/results/choice/candidates.md); Optuna warns that multivariate is
+    experimental, which we silence."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(seed=seed, multivariate=multivariate,
-                                          n_ei_candidates=n_ei_candidates)
+                                          n_ei_candidates=n_ei_candidates,
+                                          n_startup_trials=n_startup_trials)
 
 
 def optuna_storage(experiment_dir: str) -> optuna.storages.BaseStorage:
