@@ -38,19 +38,21 @@ REPORT_AT = (2.5, 5.0, 10.0, 20.0, 50.0)  # FTE
 GRID = np.unique(np.concatenate([np.geomspace(0.5, 50, 48), REPORT_AT]))
 GOAL_BUDGET = 20.0
 
-SHIPPED = "ours, as shipped (independent TPE, 1024 candidates, ASHA grace 2, rf 3)"
+SHIPPED = "ours, as shipped (independent TPE, 1024 candidates, 5 start-up trials, ASHA grace 2, rf 3)"
 # The product's defaults (``StudySettings``; ``sim.tuner_method`` builds them): a first rung
-# at 2 iterations, reduction factor 3, an independent TPESampler(seed, n_ei_candidates=1024)
-# (``tuner.engine.search.tpe_sampler``). Five rounds of candidates on the even tasks chose
-# them: independent TPE over Optuna 5's default multivariate TPE (PREVIOUS, shipped until
-# then), a first rung at 2 over 1, then 1024 TPE candidates over Optuna's 24 (BEFORE).
+# at 2 iterations, reduction factor 3, an independent TPESampler(seed, n_ei_candidates=1024,
+# n_startup_trials=5) (``tuner.engine.search.tpe_sampler``). Rounds of candidates on the
+# even tasks chose them: independent TPE over Optuna 5's default multivariate TPE
+# (PREVIOUS, shipped until then), a first rung at 2 over 1, 1024 TPE candidates over
+# Optuna's 24 (BEFORE), then 5 random start-up trials over Optuna's 10 (STARTUP10, round 8).
 # Round 7 shipped 256 candidates (ROUND7) for one commit; withdrawn (candidates.md).
 PREVIOUS = "ours, multivariate TPE (Optuna's default; shipped before)"
 BEFORE = "ours, TPE n_ei_candidates=24 (shipped before)"
+STARTUP10 = "ours, TPE n_startup_trials=10 (1024 candidates; shipped before)"
 ROUND7 = "ours, TPE n_ei_candidates=256 (round 7's default, withdrawn)"
 # Earlier defaults are not run again on the held-out tasks: their studies from the last run
 # that ran them are read from results/runs.json.gz and analysed with this run's.
-EARLIER = (ROUND7, BEFORE)
+EARLIER = (STARTUP10, ROUND7, BEFORE)
 
 
 PEERS: dict[str, Callable[[int], sim.Method]] = {
@@ -91,12 +93,14 @@ def _tpe(seed: int, **kwargs: Any) -> Any:
 # round, table_17x10.md round 1 in detail, table.md the last `make bench-choice`.
 CANDIDATES: dict[str, Callable[[int], sim.Method]] = {
     SHIPPED: sim.tuner_method,
-    BEFORE: lambda s: sim.tuner_method(s, sampler=lambda seed: _tpe(seed, multivariate=False)),
+    STARTUP10: lambda s: sim.tuner_method(s, sampler=lambda seed: _tpe(
+        seed, multivariate=False, n_ei_candidates=1024)),
 }
 # What methods were called in runs made before (--reuse): names 1, the first round's (when
 # multivariate TPE shipped); names 2, the second round's (independent TPE, grace 1 shipped);
 # names 3, rounds 3-5 (independent TPE, grace 2, 24 EI candidates shipped); names 4, round 6
-# (1024 candidates shipped); names 5, round 7 (256 shipped, then withdrawn).
+# (1024 candidates shipped); names 5, round 7 (256 shipped, then withdrawn); names 6, round 8
+# (10 start-up trials shipped).
 RENAMED = {
     1: {"ours, as shipped (TPE, ASHA grace 1, rf 3)": PREVIOUS,
         "ours, TPE multivariate=False": "ours, as shipped (independent TPE, ASHA grace 1, rf 3)",
@@ -119,8 +123,11 @@ RENAMED = {
     4: {"ours, as shipped (independent TPE, 1024 candidates, ASHA grace 2, rf 3)":
         "ours, TPE n_ei_candidates=1024 (shipped before)",
         "ours, TPE n_ei_candidates=256": "ours, as shipped (independent TPE, 256 candidates, ASHA grace 2, rf 3)"},
-    5: {"ours, TPE n_ei_candidates=1024 (shipped before)": SHIPPED,
+    5: {"ours, TPE n_ei_candidates=1024 (shipped before)":
+        "ours, as shipped (independent TPE, 1024 candidates, ASHA grace 2, rf 3)",
         "ours, as shipped (independent TPE, 256 candidates, ASHA grace 2, rf 3)": ROUND7},
+    6: {"ours, as shipped (independent TPE, 1024 candidates, ASHA grace 2, rf 3)": STARTUP10,
+        "ours, TPE n_startup_trials=5": SHIPPED},
 }
 ALL = {**PEERS, **CANDIDATES}
 
@@ -164,7 +171,7 @@ def _job(args: tuple) -> dict:
             "names": NAMES}
 
 
-NAMES = 6  # the methods' names since round 7 was withdrawn (RENAMED maps older runs')
+NAMES = 7  # the methods' names since round 8 (RENAMED maps older runs')
 _CACHE: dict[tuple, dict] = {}
 _READ_ONLY: set[tuple] = set()  # studies read from another run's file: never written back
 RUNS = os.path.join(OUT, "runs.json.gz")

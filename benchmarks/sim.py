@@ -240,7 +240,8 @@ def _shipped_sampler(seed: int) -> Any:
     """The sampler ``run_study`` builds with the product's default settings."""
     from tuner.engine.search import tpe_sampler
 
-    return tpe_sampler(seed, _shipped().tpe_multivariate, _shipped().tpe_n_ei_candidates)
+    s = _shipped()
+    return tpe_sampler(seed, s.tpe_multivariate, s.tpe_n_ei_candidates, s.tpe_n_startup_trials)
 
 
 def ray_defaults_method(seed: int, *, random: bool = False) -> Method:
