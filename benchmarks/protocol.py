@@ -240,7 +240,7 @@ def run_jobs(jobs: list[tuple], procs: int) -> list[dict]:
     jobs = [j for j in jobs if j[0] not in PINNED]
     done = 0
     started = time.perf_counter()
-    # Optuna's TPE with log Phi over arrays: the same bits, ~2.5x less searcher CPU.
+    # Optuna's TPE with log Phi over arrays: the same bits, about half the CPU of our studies.
     with ProcessPoolExecutor(max_workers=procs, initializer=log_ndtr.install) as pool:
         for res in pool.map(_job, jobs, chunksize=1):
             out.append(res)
