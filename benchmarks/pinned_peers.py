@@ -50,7 +50,7 @@ class DehbMethod(sim.Method):
         self.jobs[trial_id] = (job, max(1, round(job["fidelity"])))
         return _from_configspace(job["config"])
 
-    def result(self, trial_id: str, it: int, acc: float, seconds: float) -> bool:
+    def result(self, trial_id: str, it: int, acc: float) -> bool:
         job, fidelity = self.jobs[trial_id]
         if it < fidelity:
             return True

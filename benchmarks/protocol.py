@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import cost_aware, log_ndtr, pinned_peers, sim
+from benchmarks import log_ndtr, pinned_peers, sim
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "results")
@@ -95,11 +95,6 @@ CANDIDATES: dict[str, Callable[[int], sim.Method]] = {
     SHIPPED: sim.tuner_method,
     STARTUP10: lambda s: sim.tuner_method(s, sampler=lambda seed: _tpe(
         seed, multivariate=False, n_ei_candidates=1024)),
-    # Round 9 (benchmarks/cost_aware.py): cost-aware promotion, and its rule at unit costs.
-    "ours, cost-aware ASHA (goes on while it and the better trials cost <= 1/3 of its rung)":
-        cost_aware.method,
-    "ours, the cost-aware rung rule with every cost 1 (its control)":
-        lambda s: cost_aware.method(s, unit_costs=True),
 }
 # What methods were called in runs made before (--reuse): names 1, the first round's (when
 # multivariate TPE shipped); names 2, the second round's (independent TPE, grace 1 shipped);

@@ -94,9 +94,8 @@ class Method:
     def suggest(self, trial_id: str) -> dict | None:
         raise NotImplementedError
 
-    def result(self, trial_id: str, it: int, acc: float, seconds: float) -> bool:
-        """Record iteration ``it``'s accuracy, reached after ``seconds`` of the trial's
-        training (Tune's ``time_total_s``); True to continue the trial."""
+    def result(self, trial_id: str, it: int, acc: float) -> bool:
+        """Record iteration ``it``'s accuracy; True to continue the trial."""
         raise NotImplementedError
 
 
@@ -108,8 +107,7 @@ def simulate(method: Method, task: Task, workers: int, budget_s: float = math.in
     wall_limit = budget_s / workers
     events: list[tuple[float, int, int]] = []  # (time, seq, worker)
     seq = itertools.count()
-    # worker -> trial, config, curve, iteration, the trial's seconds to the end of it
-    running: dict[int, tuple[str, dict, Curve, int, float]] = {}
+    running: dict[int, tuple[str, dict, Curve, int]] = {}  # worker -> trial, config, curve, it
     ids = itertools.count()
     started = ended = 0
     best = -math.inf
@@ -124,8 +122,8 @@ def simulate(method: Method, task: Task, workers: int, budget_s: float = math.in
             return
         started += 1
         curve = task.curve(config)
-        running[worker] = (trial_id, config, curve, 1, iteration_seconds(curve, 1))
-        heapq.heappush(events, (now + running[worker][4], next(seq), worker))
+        running[worker] = (trial_id, config, curve, 1)
+        heapq.heappush(events, (now + iteration_seconds(curve, 1), next(seq), worker))
 
     for w in range(workers):
         start(w, 0.0)
@@ -135,18 +133,17 @@ def simulate(method: Method, task: Task, workers: int, budget_s: float = math.in
         if now > wall_limit:
             now = wall_limit
             break
-        trial_id, config, curve, it, seconds = running[worker]
+        trial_id, config, curve, it = running[worker]
         acc = iteration_accuracy(curve, it)
         trace.iterations += 1
         if acc > best:
             best = acc
             trace.cost.append(now * workers)
             trace.best.append(acc)
-        go_on = method.result(trial_id, it, acc, seconds) and it < MAX_T
+        go_on = method.result(trial_id, it, acc) and it < MAX_T
         if go_on:
-            step = iteration_seconds(curve, it + 1)
-            running[worker] = (trial_id, config, curve, it + 1, seconds + step)
-            heapq.heappush(events, (now + step, next(seq), worker))
+            running[worker] = (trial_id, config, curve, it + 1)
+            heapq.heappush(events, (now + iteration_seconds(curve, it + 1), next(seq), worker))
             continue
         if it == MAX_T:
             trace.finals.append(acc)
@@ -184,11 +181,11 @@ class RayMethod(Method):
         self.scheduler.on_trial_add(None, trial)
         return config
 
-    def result(self, trial_id: str, it: int, acc: float, seconds: float) -> bool:
+    def result(self, trial_id: str, it: int, acc: float) -> bool:
         from ray.tune.schedulers import TrialScheduler
 
         trial = self.trials[trial_id]
-        res = {METRIC: acc, ITER: it, "time_total_s": seconds, "done": False, "trial_id": trial_id,
+        res = {METRIC: acc, ITER: it, "done": False, "trial_id": trial_id,
                **{f"config/{k}": v for k, v in trial.config.items()}}
         decision = self.scheduler.on_trial_result(None, trial, res)
         if decision != TrialScheduler.STOP and it < MAX_T:
@@ -212,19 +209,17 @@ def _quiet() -> None:
 
 
 def tuner_method(seed: int, *, grace_period: int | None = None, reduction_factor: float | None = None,
-                 brackets: int = 1, sampler: Callable[[int], Any] | None = None,
-                 scheduler: Callable[..., Any] | None = None) -> Method:
+                 brackets: int = 1, sampler: Callable[[int], Any] | None = None) -> Method:
     """What ``tuner.tune`` builds (``run_study``): ``_Asha`` + ``_Search`` over the space.
     Defaults are the product's (``StudySettings`` for this ``max_t``: its first rung,
     reduction factor and sampler);
     ``sampler`` (a function of the seed) and ``brackets`` are settings a variant passes
-    through the same classes (OptunaSearch's ``sampler``, ASHA's ``brackets``);
-    ``scheduler``, a variant of ``_Asha`` built with the same arguments."""
+    through the same classes (OptunaSearch's ``sampler``, ASHA's ``brackets``)."""
     from tuner.engine.search import _Asha, _Search
 
     _quiet()
     shipped = _shipped()
-    asha = (scheduler or _Asha)(time_attr=ITER, metric=METRIC, mode="max", max_t=MAX_T,
+    asha = _Asha(time_attr=ITER, metric=METRIC, mode="max", max_t=MAX_T,
                  grace_period=grace_period or shipped.first_rung,
                  reduction_factor=reduction_factor or shipped.reduction_factor, brackets=brackets)
     search = _Search(asha, space=space().suggest, metric=METRIC, mode="max",
@@ -288,7 +283,7 @@ class OptunaMethod(Method):
         self.trials[trial_id] = trial
         return dict(trial.params)
 
-    def result(self, trial_id: str, it: int, acc: float, seconds: float) -> bool:
+    def result(self, trial_id: str, it: int, acc: float) -> bool:
         trial = self.trials[trial_id]
         if it == MAX_T:
             self.study.tell(trial, acc)
@@ -352,7 +347,7 @@ class SyneMethod(Method):
         self.trials[trial_id] = trial
         return {k: suggestion.config[k] for k in SPACE}
 
-    def result(self, trial_id: str, it: int, acc: float, seconds: float) -> bool:
+    def result(self, trial_id: str, it: int, acc: float) -> bool:
         trial = self.trials[trial_id]
         res = {METRIC: acc, ITER: it}
         decision = self.scheduler.on_trial_result(trial, res)

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks import cost_aware, log_ndtr, protocol, sim
+from benchmarks import log_ndtr, protocol, sim
 from benchmarks.lcbench import EPOCHS, Curve
 
 
@@ -41,9 +41,8 @@ class Fixed(sim.Method):
         return {"learning_rate": 0.01, "batch_size": 64, "max_dropout": 0.1, "max_units": 128,
                 "momentum": 0.9, "num_layers": 2, "weight_decay": 0.01}
 
-    def result(self, trial_id, it, acc, seconds):
+    def result(self, trial_id, it, acc):
         self.calls.append(("result", trial_id, it))
-        self.seconds = seconds
         return self.stop_after is None or it < self.stop_after
 
 
@@ -75,40 +74,9 @@ def test_a_stopped_trial_frees_its_worker_at_once():
     assert trace.finals == []
 
 
-def test_a_result_carries_the_trials_training_seconds_so_far():
-    method = Fixed(stop_after=3)
-    sim.simulate(method, FakeTask(), 1, max_trials=1)
-    assert method.seconds == pytest.approx(1.5 + 1.0 + 1.0)  # iterations 1-3: epochs 1-4
-
-
 def test_max_trials_ends_the_study():
     trace = sim.simulate(Fixed(stop_after=2), FakeTask(), 2, max_trials=5)
     assert trace.trials == 5 and trace.iterations == 10
-
-
-def _rung_decisions(unit_costs: bool, arrivals: list[tuple[float, float]]) -> list[str]:
-    """Each (accuracy, seconds) arrives at the first rung (iteration 2) of round 9's ASHA."""
-    asha = cost_aware._cost_asha(unit_costs, time_attr=sim.ITER, metric=sim.METRIC, mode="max",
-                                 max_t=sim.MAX_T, grace_period=2, reduction_factor=3)
-    out = []
-    for i, (acc, seconds) in enumerate(arrivals):
-        trial = sim._TuneTrial(f"t{i}", {})
-        asha.on_trial_add(None, trial)
-        out.append(asha.on_trial_result(None, trial, {sim.METRIC: acc, sim.ITER: 2,
-                                                      "time_total_s": seconds}))
-    return out
-
-
-def test_cost_aware_asha_lets_a_cheap_trial_on_where_a_costly_one_with_its_rank_stops():
-    """Round 9's rung rule (benchmarks/cost_aware.py): the trials better than the arrival,
-    plus the arrival, may cost at most 1/3 of the rung's cost. Five trials of 1 s are there;
-    one that ranks second goes on at 1 s (2 <= 6/3) and stops at 3 s (4 > 8/3)."""
-    five = [(90.0, 1.0), (80.0, 1.0), (70.0, 1.0), (60.0, 1.0), (50.0, 1.0)]
-    assert _rung_decisions(False, five + [(85.0, 1.0)])[-1] == "CONTINUE"
-    assert _rung_decisions(False, five + [(85.0, 3.0)])[-1] == "STOP"
-    assert _rung_decisions(True, five + [(85.0, 3.0)])[-1] == "CONTINUE"  # the control
-    # the first trial at a rung goes on, a worse second one stops, however cheap
-    assert _rung_decisions(False, [(50.0, 100.0), (40.0, 0.1)]) == ["CONTINUE", "STOP"]
 
 
 def test_ours_is_the_products_classes_and_prunes_as_under_ray():

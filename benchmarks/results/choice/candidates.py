@@ -116,7 +116,7 @@ def main() -> None:
               "0.97-1.64x the median), so weighting rungs by cost has nothing to exploit here. "
               "The base stays; the candidates' code (`benchmarks/cost_aware.py`, the "
               "executor passing each result the trial's seconds as Tune's `time_total_s`) is "
-              "in the commit that ran them, \"Round 9\", and was retired after it.",
+              "at commit e5f1e14, which ran them, and was retired after it.",
               "",
               "Rounds 3-9 were designed after the held-out figures of the round-2 default had been "
               "seen (RESULTS.md reported them); the choice itself read the even tasks only."]
