@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import json
 import math
 import os
@@ -206,7 +207,8 @@ def save_cache() -> None:
     runs = _read(RUNS)
     runs.update((k, r) for k, r in _CACHE.items() if k not in _READ_ONLY)
     os.makedirs(os.path.dirname(RUNS), exist_ok=True)
-    with gzip.open(RUNS, "wt", encoding="utf-8") as f:
+    # mtime 0: the same studies give the same bytes, so git sees no change where there is none
+    with gzip.GzipFile(RUNS, "wb", mtime=0) as raw, io.TextIOWrapper(raw, encoding="utf-8") as f:
         json.dump(list(runs.values()), f)
 
 

@@ -168,6 +168,8 @@ def test_a_run_rewrites_only_the_studies_it_ran(monkeypatch, tmp_path):
     got = {(r["method"], r["task"]): r["cpu_s"] for r in protocol._read(str(runs)).values()}
     assert got == {("round 1 candidate", "3945"): 1.0, (protocol.SHIPPED, "7593"): 2.0,
                    ("DEHB", "7593"): 3.0}
+    # no timestamp in the gzip header (bytes 4-7): the same studies give the same bytes
+    assert runs.read_bytes()[4:8] == bytes(4)
 
 
 def test_earlier_defaults_are_read_only_where_every_study_was_recorded(monkeypatch, tmp_path):
