@@ -160,6 +160,9 @@ def resume(path: str, trainable: Callable[..., Any] | None = None,
         record = StudyRecord.load(path)
         source = os.path.join(path, RECORD_FILE)
         settings = record.study_settings()
+        # a study its budget stopped goes on with new trials: the ones it had started stay
+        budget_raised = (set(record.trials) if budget_usd is not None
+                         and record.stop_reason == "budget" else None)
         if budget_usd is not None:  # checked as the command line's, then kept in the record
             settings = with_overrides(settings, "command line", budget_usd=budget_usd)
             record.settings["budget_usd"] = settings.budget_usd
@@ -194,8 +197,7 @@ def resume(path: str, trainable: Callable[..., Any] | None = None,
                     print(f"[tuner] resuming study {record.name} from {path}",
                           flush=True)
                 engine.resume_study(trainable, path, tune_path,
-                                    settings.resources_per_trial,
-                                    settings.max_concurrent_trials, ray_address=address)
+                                    replace(settings, ray_address=address), budget_raised)
             else:
                 _forget_unsnapshotted(record, tracker)
                 if verbose:

@@ -155,12 +155,19 @@ def _validate(args: argparse.Namespace) -> int:
     from tuner.search_space import load_space
 
     data = read_yaml(args.file)
-    if isinstance(data, dict) and "available_node_types" in data:
+    if not isinstance(data, dict):
+        what = "empty" if data is None else f"a YAML {type(data).__name__}"
+        raise ConfigError(os.path.basename(args.file), "",
+                          f"is {what}; `tuner validate` reads a mapping: an experiment "
+                          f"(trainable:, space:, "
+                          f"metric:), a search space (a parameter name per key) or a Ray "
+                          f"cluster config (available_node_types:)")
+    if "available_node_types" in data:
         from tuner.spot.cluster_config import check_cluster_config
 
         config = check_cluster_config(args.file)
         print(f"{args.file}: valid Ray cluster config ({', '.join(config['available_node_types'])})")
-    elif isinstance(data, dict) and ("trainable" in data or "space" in data):
+    elif "trainable" in data or "space" in data:
         exp = load_experiment(args.file)
         exp.load_trainable()
         print(f"{args.file}: valid experiment ({len(exp.space.params)} parameters, "

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from functools import cache
 from typing import Any
 
@@ -325,14 +325,20 @@ def cluster_config_validator() -> tuple[Callable[[dict], dict], Callable[[dict],
 _SNAPSHOT = "Tune's experiment snapshot (trial list and search generator state)"
 
 
-def reconcile_trial_count(tune_path: str) -> int:
+def reconcile_trial_count(tune_path: str, started: Collection[str] | None = None) -> int:
     """Tune saves its trial list (``experiment_state-*.json``) and its search generator's
     count of created trials (``search_gen_state-*.json``) as two files, uploaded separately
     to remote storage. A driver killed between the two can leave a count newer than the
     list: on resume Tune believes it created trials the list lacks, never creates them,
     and the study can never reach ``num_samples``. Sets the newest count back to the newest
     list's length (newest by name, as Tune picks them); returns by how much it lowered it
-    (0: they agreed)."""
+    (0: they agreed).
+
+    ``started``: the study was stopped by its budget, which was raised; these are the trials
+    it started. Tune marks its search generator finished when a stopper ends the
+    experiment (it would restore it finished and create no trial), and the trials it had
+    created but not started count against ``num_samples``: the generator is set unfinished
+    and its count lowered by those."""
     import fnmatch
     import json
 
@@ -356,13 +362,26 @@ def reconcile_trial_count(tune_path: str) -> int:
     trials = len(saved["trial_data"])
     with fs.open_input_stream(count_path) as f:
         count = cloudpickle.loads(f.readall())
-    over = int(count["counter"]) - trials
-    if over <= 0:
+    over = max(0, int(count["counter"]) - trials)
+    unstarted = 0 if started is None else sum(
+        1 for t in saved["trial_data"] if _snapshot_trial_id(t, list_path) not in started)
+    if not over and not unstarted and not (started is not None and count["finished"]):
         return 0
-    count["counter"], count["finished"] = trials, False
+    count["counter"], count["finished"] = int(count["counter"]) - over - unstarted, False
     with fs.open_output_stream(count_path) as f:
         f.write(cloudpickle.dumps(count))
     return over
+
+
+def _snapshot_trial_id(entry: Any, where: str) -> str:
+    """A trial's id in Tune's trial list: [its JSON state, its run metadata] per trial."""
+    import json
+
+    try:
+        return str(json.loads(entry[0])["trial_id"])
+    except (TypeError, KeyError, IndexError, ValueError) as exc:
+        raise RayCompatError(_SNAPSHOT, f"{where}: a trial_data entry without a trial_id "
+                                        f"({type(exc).__name__})") from exc
 
 
 # --- actor reuse: an actor that dies while it is handed to the next trial -------------------

@@ -51,9 +51,10 @@ class _Progress:
         c = self._record.counts()
         best = self._record.best()
         finished = c["completed"] + c["pruned"] + c["failed"] + c["stopped"]
+        stopped = f", {c['stopped']} stopped at the budget" if c["stopped"] else ""
         line = (f"[tuner] {finished}/{self._record.num_samples} trials done: "
-                f"{c['completed']} completed, {c['pruned']} pruned, {c['failed']} failed; "
-                f"{c['running']} running")
+                f"{c['completed']} completed, {c['pruned']} pruned, {c['failed']} failed"
+                f"{stopped}; {c['running']} running")
         if best is not None:
             line += f" | best {self._record.metric}={best.metric:.4g} ({best.trial_id})"
         cost = self._record.cost.get("cost_usd")
@@ -93,7 +94,11 @@ class StudyBook:
         self._clock = clock
         if self.record.bill_since is None:  # the first driver: the bill starts now
             self.record.bill_since = clock()
-        self._since = self.record.bill_since  # nodes count from here at the earliest
+        self._since = self.record.bill_since
+        # A driver before this one stopped watching its nodes at its last save (killed) or
+        # at its end; they count again, and new ones from now, as this driver sees them.
+        self.meter.stop_watching(float(self.record.meter.get("saved_at", clock())))
+        self._started = clock()
         self._verbose = verbose
         self._progress = _Progress(self.record)
         self._saved = 0.0
@@ -143,7 +148,10 @@ class StudyBook:
                 self.meter.node_down(node["NodeID"], now)
                 continue
             alive.add(node["NodeID"])
-            if self.meter.node(node["NodeID"]) is None:
+            known = self.meter.node(node["NodeID"])
+            if known is not None:
+                self.meter.node_up(known, now)  # up since this driver started watching it
+            else:
                 info = node_info(node, self._catalog, *self._defaults)
                 if not info.labelled and not self._warned_unlabelled:
                     self._warned_unlabelled = True
@@ -151,11 +159,12 @@ class StudyBook:
                               f"pricing unlabelled nodes as {info.instance_type} "
                               f"{info.market.value} in {info.region} (default_instance_type, "
                               f"default_market, region)")
-                # the bill while the study runs: a node up before it counts from its start
-                self.meter.node_up(info, max(launched_at(node) or now, self._since))
+                # the bill while the study runs: a node up before its driver counts from then
+                self.meter.node_up(info, max(launched_at(node) or now, self._started))
         for node_id in self.meter.live_nodes:
             if node_id not in alive:
                 self.meter.node_down(node_id, now)
+        self.save()  # when this driver last saw its nodes, should it die
 
     # --- a cluster shared with other studies ---------------------------------------------
 
@@ -209,11 +218,12 @@ class StudyBook:
             return False
         if self.record.stop_reason != "budget":
             self.record.stop_reason = "budget"
-            self._say(f"[tuner] budget: {self._scope} ${spent:.4f} of ${self._budget:g} spent; "
-                      f"the next iteration could pass it, so the study stops scheduling work")
+            self._update_totals()  # its alerts first
+            self._say(f"[tuner] budget: {self._scope} {money(spent)} of {money(self._budget)} "
+                      f"spent; the next iteration could pass it, so the study stops scheduling "
+                      f"work")
             self.tracker.set_tags(self.record.parent_run_id, {"tuner.stop_reason": "budget",
                                                               "tuner.budget_scope": self._scope})
-            self._update_totals()
             self.save(force=True)
         return True
 
@@ -331,6 +341,7 @@ class StudyBook:
         self._update_totals()
         self.record.idle_by_kind = {k: list(v) for k, v in
                                     self.meter.idle_by_kind(self._clock()).items()}
+        self.meter.stop_watching(self._clock())  # the bill ends with this driver
         try:
             self.tracker.flush()  # the runs' ids are in the record once it is saved
         except StudyError:
@@ -353,8 +364,8 @@ class StudyBook:
         if self._budget:
             for pct in self._alerts:
                 if before < self._budget * pct / 100 <= totals[key]:
-                    self._say(f"[tuner] budget alert: {pct:g}% of ${self._budget:g} spent "
-                              f"({self._scope} ${totals[key]:.4f})")
+                    self._say(f"[tuner] budget alert: {pct:g}% of {money(self._budget)} spent "
+                              f"({self._scope} {money(totals[key])})")
                     self.record.budget_alerts.append(pct)
                     self.tracker.log_metrics(self.record.parent_run_id,
                                              {"tuner.budget_used_pct": float(pct)}, 0)
@@ -362,7 +373,7 @@ class StudyBook:
     def save(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self._saved > 1.0:
-            self.record.meter = self.meter.to_dict()
+            self.record.meter = {**self.meter.to_dict(), "saved_at": self._clock()}
             self.record.save()
             self._saved = now
         if self._verbose:

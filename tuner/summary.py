@@ -242,7 +242,7 @@ def mlflow_lines(result: TuneResult) -> list[str]:
     urls = study_urls(result.mlflow_uri, result.parent_run_id) if result.parent_run_id else {}
     if not uri.startswith(("http://", "https://")):
         lines.append(f"  start the UI: mlflow ui --backend-store-uri {uri} --port "
-                     f"{UI_ADDRESS.rsplit(':', 1)[1]}  (in this checkout: make ui)")
+                     f"{UI_ADDRESS.rsplit(':', 1)[1]}")
     if "cost" in urls:
         lines.append(f"  {result.metric} against cost: {urls['cost']}")
     if "runs" in urls:

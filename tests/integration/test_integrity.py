@@ -196,3 +196,49 @@ def _trials(path) -> list[dict]:
         return list(json.loads((path / "tuner_study.json").read_text())["trials"].values())
     except (OSError, ValueError):
         return []
+
+
+def test_a_study_its_budget_stopped_goes_on_to_num_samples_when_resume_raises_it(
+        ray_cluster, study_dir):
+    """`tuner run` with a budget one result spends, then `tuner resume --budget-usd 1`
+    two seconds later on the same cluster (a cloud cluster that outlived the driver).
+    The trials cut at the cap stay stopped; new ones run until the study has num_samples;
+    Optuna is told how every trial ended; the two seconds between the drivers are not on
+    the bill. Faked: nothing (the nodes are unlabelled, priced as the default type)."""
+    _experiment(study_dir, ray_cluster.address, iterations=3, sleep_s=0.2, num_samples=4,
+                name="capped")
+    with open(study_dir / "exp.yaml", "a", encoding="utf-8") as f:
+        f.write("budget_usd: 0.0000001\n")
+    first = subprocess.run([sys.executable, "-m", "tuner.cli", "run", "exp.yaml", "--quiet"],
+                           cwd=study_dir, env=user_env(), capture_output=True, text=True,
+                           timeout=300)
+    first_ended = time.time()
+    path = study_dir / "tuner_results" / "capped"
+    capped = tuner.TuneResult.load(path)
+    assert capped.stop_reason == "budget", first.stdout[-2000:] + first.stderr[-2000:]
+    cut = set(capped.trials.trial_id[capped.trials.status == "stopped"])
+    time.sleep(2.0)
+
+    resume_started = time.time()
+    resumed = subprocess.run(
+        [sys.executable, "-m", "tuner.cli", "resume", str(path), "--budget-usd", "1"],
+        cwd=study_dir, env=user_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    result = tuner.TuneResult.load(path)
+    assert result.state == "finished" and result.stop_reason is None
+    assert len(result.trials) == 4
+    assert set(result.trials.trial_id[result.trials.status == "stopped"]) == cut
+    assert set(result.trials.status) - {"stopped"} == {"completed"}
+
+    study = optuna.load_study(study_name="capped", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(path / "optuna_journal.log"))))
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.RUNNING not in states
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 4 - len(cut)
+
+    import json
+
+    nodes = json.loads((path / "tuner_study.json").read_text())["meter"]["nodes"]
+    for node in nodes.values():
+        for up, down in [*node["earlier"], (node["up"], node["down"])]:
+            assert down <= first_ended or up >= resume_started, (up, down)

@@ -172,6 +172,16 @@ def test_validate_says_an_experiment_lacks_its_trainable(tmp_path, capsys):
         "error: exp.yaml: trainable: is required (see examples/digits_mlp.yaml)"
 
 
+@pytest.mark.parametrize("text, what", [("", "empty"), ("- lr\n- momentum\n", "a YAML list")])
+def test_validate_says_a_file_that_is_not_a_mapping_is_none_of_the_three(tmp_path, capsys,
+                                                                          text, what):
+    (tmp_path / "exp.yaml").write_text(text)
+    code, _, err = main(capsys, "validate", str(tmp_path / "exp.yaml"))
+    line = one_line_error(code, err)
+    assert line.startswith(f"error: exp.yaml: is {what}; `tuner validate` reads a mapping")
+    assert "an experiment (trainable:, space:, metric:)" in line
+
+
 def test_prices_into_a_closed_pipe_exits_quietly(tmp_path):
     """`tuner prices | head -1`, made certain: the reader is gone before anything is written."""
     read, write = os.pipe()

@@ -405,6 +405,44 @@ def test_a_trial_started_again_by_resume_counts_one_restart(make_book):
     assert entry.mlflow_run_id == run_id  # the same run, not a new one
 
 
+# --- the bill across drivers ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("first_driver", ["ended", "killed"])
+@pytest.mark.parametrize("second_cluster", ["a new local cluster", "the same cloud node"])
+def test_the_time_between_two_drivers_of_a_study_is_not_on_its_bill(make_book, first_driver,
+                                                                     second_cluster):
+    """Driver 1 watches node n1 for 100 s, then ends (or is killed: its last save is what
+    it last saw); `tuner resume` comes 1000 s later (a second StudyBook on the record) and
+    runs 50 s on a new node n2 (the local cluster started again) or on n1 (a cloud node
+    that outlived driver 1). The bill is 150 node-seconds either way."""
+    clock = Clock()
+    book = make_book(clock=clock)
+    book.nodes_seen([ray_node("n1")])
+    book.trial_started("t1", {})
+    report(book, clock, "t1", 1, 0.5, seconds=100.0)
+    if first_driver == "ended":
+        book.experiment_ended(["t1"])
+    else:
+        book.save(force=True)
+    clock.advance(1000.0)
+
+    again = StudyBook(book.record.path, verbose=False, clock=clock)
+    if second_cluster == "a new local cluster":
+        nodes = [ray_node("n1", alive=False), ray_node("n2")]
+    else:
+        nodes = [ray_node("n1")]
+    again.nodes_seen(nodes)
+    clock.advance(50.0)
+    again.nodes_seen(nodes)
+    node_usd_s = usd_per_second(share=1.0)
+    assert again.meter.totals(clock())["cluster_usd"] == pytest.approx(150.0 * node_usd_s)
+    again.experiment_ended([])
+    clock.advance(500.0)  # and none after this driver ended, either
+    assert StudyRecord.load(book.record.path).cost["cluster_usd"] == pytest.approx(
+        150.0 * node_usd_s)
+    assert again.meter.totals(clock())["cluster_usd"] == pytest.approx(150.0 * node_usd_s)
+
+
 # --- the end of the study ------------------------------------------------------------------------
 
 def test_trials_cut_short_when_the_study_ends_are_interrupted_for_resume_to_continue(make_book):

@@ -58,6 +58,11 @@ class _Node:
     up: float
     down: float | None = None
     busy: list[tuple[float, float, float]] = field(default_factory=list)  # (start, end, share)
+    earlier: list[tuple[float, float]] = field(default_factory=list)  # uptime of earlier drivers
+
+    def windows(self, now: float) -> list[tuple[float, float]]:
+        """The node's uptime while a driver of the study watched it, up to ``now``."""
+        return [*self.earlier, (self.up, self.down if self.down is not None else now)]
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,7 @@ class CostMeter:
         """Plain data for the study record (JSON), restored by :meth:`from_dict`."""
         return {
             "nodes": {k: {"info": {**asdict(n.info), "market": n.info.market.value},
-                          "up": n.up, "down": n.down, "busy": n.busy}
+                          "up": n.up, "down": n.down, "busy": n.busy, "earlier": n.earlier}
                       for k, n in self._nodes.items()},
             "trials": {k: {**asdict(t), "iterations": {str(i): v for i, v in t.iterations.items()},
                            "markets": sorted(t.markets), "instance_types": sorted(t.instance_types)}
@@ -115,7 +120,8 @@ class CostMeter:
         meter = cls()
         for k, n in data.get("nodes", {}).items():
             info = NodeInfo(**{**n["info"], "market": Market(n["info"]["market"])})
-            meter._nodes[k] = _Node(info, n["up"], n["down"], [tuple(b) for b in n["busy"]])
+            meter._nodes[k] = _Node(info, n["up"], n["down"], [tuple(b) for b in n["busy"]],
+                                    [tuple(w) for w in n.get("earlier", ())])
         for k, t in data.get("trials", {}).items():
             meter.trials[k] = TrialCost(
                 t["cost_usd"], t["wasted_usd"], t["on_demand_usd"],
@@ -128,13 +134,26 @@ class CostMeter:
         return [k for k, n in self._nodes.items() if n.down is None]
 
     def node_up(self, node: NodeInfo, at: float) -> None:
-        if node.node_id not in self._nodes:
+        """The node is up from ``at``: new, or seen again by a driver that resumed the study
+        (a persistent cluster's node outlives the driver that stopped watching it)."""
+        known = self._nodes.get(node.node_id)
+        if known is None:
             self._nodes[node.node_id] = _Node(node, at)
+        elif known.down is not None and at >= known.down:
+            known.earlier.append((known.up, known.down))
+            known.up, known.down = at, None
 
     def node_down(self, node_id: str, at: float) -> None:
         node = self._nodes.get(node_id)
         if node is not None and node.down is None:
             node.down = at
+
+    def stop_watching(self, at: float) -> None:
+        """The study's driver stops: no node counts after ``at`` until a driver that resumes
+        the study sees it again (:meth:`node_up`). The time between drivers is not the
+        study's: its local cluster is gone, and a cloud cluster may run other work."""
+        for node_id in self.live_nodes:
+            self.node_down(node_id, at)
 
     def node(self, node_id: str) -> NodeInfo | None:
         node = self._nodes.get(node_id)
@@ -262,14 +281,17 @@ class CostMeter:
         for node_id, node in self._nodes.items():
             if node_ids is not None and node_id not in node_ids:
                 continue
-            end = node.down if node.down is not None else now
-            if peers:
-                yield node, *_shared_seconds(node.up, end, node.busy,
-                                             [seg for p in peers for seg in p.busy.get(node_id, ())],
-                                             windows)
-            else:
-                yield node, max(0.0, end - node.up), \
-                    _idle_seconds(node.up, end, node.busy) if with_idle else 0.0
+            seconds = idle = 0.0
+            for up, end in node.windows(now):
+                if peers:
+                    mine, free = _shared_seconds(
+                        up, end, node.busy, [seg for p in peers for seg in p.busy.get(node_id, ())],
+                        windows)
+                else:
+                    mine = max(0.0, end - up)
+                    free = _idle_seconds(up, end, node.busy) if with_idle else 0.0
+                seconds, idle = seconds + mine, idle + free
+            yield node, seconds, idle
 
     def longest_and_dearest_iteration(self) -> tuple[float, float]:
         """(seconds, $) of the longest and of the dearest iteration charged so far: what a

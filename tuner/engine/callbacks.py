@@ -13,7 +13,7 @@ from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
 from tuner import ray_compat
-from tuner.engine.search import _Asha, user_metrics
+from tuner.engine.search import _Asha, _Search, user_metrics
 from tuner.engine.trial import BUSY_S, ITERATION, NODE_ID
 from tuner.record import TrialStatus
 from tuner.study import CLUSTER_PREFIX, StudyBook
@@ -28,8 +28,10 @@ class _StudyCallback(Callback):
     (the stopper holds one), so the live bookkeeping sits in ``_BOOKS``, one per study.
     """
 
-    def __init__(self, experiment_dir: str, asha: _Asha, verbose: bool) -> None:
+    def __init__(self, experiment_dir: str, asha: _Asha, verbose: bool,
+                 search: _Search | None = None) -> None:
         self._dir, self._asha, self._verbose = experiment_dir, asha, verbose
+        self._search = search
         self._nodes_polled = 0.0
 
     @property
@@ -82,6 +84,9 @@ class _StudyCallback(Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._poll_nodes(force=True)
         self.book.experiment_ended([t.trial_id for t in trials])
+        search = getattr(self, "_search", None)  # None in a study pickled before it was kept
+        if search is not None and self.book.record.stop_reason == "budget":
+            search.end_unfinished()
         self._share_cluster(ended=True)
 
     def _poll_nodes(self, force: bool = False) -> None:

@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 import optuna
@@ -141,7 +141,7 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
                                              settings.tpe_n_ei_candidates,
                                              settings.tpe_n_startup_trials))
         resources = settings.resources_per_trial
-        study = _StudyCallback(experiment_dir, asha, verbose)
+        study = _StudyCallback(experiment_dir, asha, verbose, search)
         tuner = Tuner(
             tune.with_resources(with_trial_mixin(trainable), dict(resources)),
             tune_config=TuneConfig(search_alg=search, scheduler=asha,
@@ -161,17 +161,20 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
 
 
 def resume_study(trainable: Callable[..., Any], experiment_dir: str, tune_path: str,
-                 resources: Mapping[str, float], max_concurrent: int | None,
-                 ray_address: str | None = None) -> None:
-    """Continue a study whose driver stopped: same trials, Optuna study and MLflow runs."""
+                 settings: StudySettings, budget_raised: Collection[str] | None = None) -> None:
+    """Continue a study whose driver stopped: same trials, Optuna study and MLflow runs.
+    ``budget_raised``: it had stopped at its budget, which was raised, and goes on with new
+    trials up to ``num_samples`` besides these, the trials it had started."""
+    resources = settings.resources_per_trial
     with _study_process(experiment_dir):
-        connect(ray_address)
+        connect(settings.ray_address, _local_labels(settings))
         _check_schedulable(resources)
         _ship_by_value(trainable)
-        ray_compat.reconcile_trial_count(tune_path)  # a snapshot cut between its two files
+        # a snapshot cut between its two files; and a search Tune ended at the budget
+        ray_compat.reconcile_trial_count(tune_path, started=budget_raised)
         tuner = Tuner.restore(tune_path, tune.with_resources(with_trial_mixin(trainable), dict(resources)),
                               resume_unfinished=True, resume_errored=False)
-        _fit(tuner, experiment_dir, resources, max_concurrent)
+        _fit(tuner, experiment_dir, resources, settings.max_concurrent_trials)
 
 
 def can_restore(tune_path: str) -> bool:

@@ -75,8 +75,10 @@ class _Search(OptunaSearch):
             mine = sorted(k for k in result if _is_user_key(k))
             raise StudyError(
                 f"trial {trial_id} reported {mine or 'no metrics'} but not the study's metric "
-                f"{self.metric!r}; report it (tune.report({{{self.metric!r}: ...}})) or set "
-                f"metric to one of the reported names")
+                f"{self.metric!r}: report it (tuner.report({{{self.metric!r}: ...}})), then "
+                f"`tuner resume` the study; or, if the metric's name is wrong, start a new "
+                f"study (another name) with metric set to one of the reported names: a "
+                f"study's metric cannot change")
         reserved = sorted(k for k in result if k.startswith(RESERVED_PREFIX))
         if reserved:
             raise StudyError(
@@ -130,6 +132,21 @@ class _Search(OptunaSearch):
         except optuna.exceptions.UpdateFinishedTrialError:  # told before the driver restarted
             pass
         self._completed_trials.add(trial_id)
+
+    def end_unfinished(self) -> None:
+        """The study stopped at its budget: Tune ended its trials without a word to the
+        searcher. Tell Optuna they ended: PRUNED where a trial reported (TPE ranks it by
+        how far it got), FAIL where it never did (TPE leaves it out)."""
+        for trial_id, ot_trial in self._ot_trials.items():
+            if trial_id in self._completed_trials:
+                continue
+            state = (optuna.trial.TrialState.PRUNED if self._reported.get(trial_id)
+                     else optuna.trial.TrialState.FAIL)
+            try:
+                self._study.tell(ot_trial, state=state)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass
+            self._completed_trials.add(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
         asha, self._asha = self._asha, None  # type: ignore[assignment]  # not picklable
