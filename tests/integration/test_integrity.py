@@ -234,7 +234,12 @@ def test_a_study_its_budget_stopped_goes_on_to_num_samples_when_resume_raises_it
         optuna.storages.journal.JournalFileBackend(str(path / "optuna_journal.log"))))
     states = [t.state for t in study.trials]
     assert optuna.trial.TrialState.RUNNING not in states
+    assert optuna.trial.TrialState.WAITING not in states
     assert states.count(optuna.trial.TrialState.COMPLETE) == 4 - len(cut)
+    # the configurations the budget kept from being measured were the first run after it
+    never = [t.params for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    ran = [t.params for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert all(params in ran for params in never), (never, ran)
 
     import json
 

@@ -136,14 +136,17 @@ class _Search(OptunaSearch):
     def end_unfinished(self) -> None:
         """The study stopped at its budget: Tune ended its trials without a word to the
         searcher. Tell Optuna they ended: PRUNED where a trial reported (TPE ranks it by
-        how far it got), FAIL where it never did (TPE leaves it out)."""
+        how far it got), FAIL where it never did (TPE leaves it out); a configuration never
+        measured waits in the study (enqueued), the first a raised budget runs."""
         for trial_id, ot_trial in self._ot_trials.items():
             if trial_id in self._completed_trials:
                 continue
-            state = (optuna.trial.TrialState.PRUNED if self._reported.get(trial_id)
-                     else optuna.trial.TrialState.FAIL)
+            measured = bool(self._reported.get(trial_id))
             try:
-                self._study.tell(ot_trial, state=state)
+                self._study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED if measured
+                                 else optuna.trial.TrialState.FAIL)
+                if not measured:
+                    self._study.enqueue_trial(dict(ot_trial.params), skip_if_exists=False)
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass
             self._completed_trials.add(trial_id)
