@@ -159,9 +159,8 @@ def _validate(args: argparse.Namespace) -> int:
         what = "empty" if data is None else f"a YAML {type(data).__name__}"
         raise ConfigError(os.path.basename(args.file), "",
                           f"is {what}; `tuner validate` reads a mapping: an experiment "
-                          f"(trainable:, space:, "
-                          f"metric:), a search space (a parameter name per key) or a Ray "
-                          f"cluster config (available_node_types:)")
+                          "(trainable:, space:, metric:), a search space (a parameter name "
+                          "per key) or a Ray cluster config (available_node_types:)")
     if "available_node_types" in data:
         from tuner.spot.cluster_config import check_cluster_config
 

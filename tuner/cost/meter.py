@@ -8,7 +8,9 @@ tests run it without sleeping. For each reported iteration a trial is charged::
 An iteration charged a second time (a restart from an older checkpoint re-ran it)
 moves its first charge to *wasted*. A node's uptime not covered by any trial is *idle*,
 computed from the busy intervals, so ``useful + wasted + idle == cluster`` is a check
-on the measurements, not an identity by construction.
+on the measurements, not an identity by construction. A node's uptime counts while a
+driver of the study watches it: the time between a driver's end and `tuner resume` is not
+the study's (:meth:`CostMeter.stop_watching`).
 
 Studies sharing a cluster: each publishes its busy profile per node (:meth:`published`)
 and reads the others' (:attr:`CostMeter.peers`). A node's idle time -- the head's, and a
