@@ -3,10 +3,11 @@
 Optuna 5's TPE computes log Phi (``optuna.samplers._tpe._truncnorm._log_ndtr``) by calling a
 Python function per array element (optuna issue #5478); with integer parameters and 1024
 candidates that is most of our searcher's CPU in a simulated study (more than half of a
-50-FTE study's here). ``log_ndtr`` computes the same function over the whole array: the same libm calls
-(``math.erf``, ``erfc``, ``log``, ``pow``, applied per element through ``np.frompyfunc``)
-and the same IEEE operations in the same order, so every result has the same bits (the
-asymptotic series runs in lockstep, each element stopping where Optuna's loop stops).
+50-FTE study's here). ``log_ndtr`` computes the same function over the whole array: the
+same libm calls (``math.erf``, ``erfc``, ``log``, ``pow``, applied per element through
+``np.frompyfunc``) and the same IEEE operations in the same order, so every result has the
+same bits (the asymptotic series runs in lockstep, each element stopping where Optuna's
+loop stops).
 
 ``install()`` swaps it in for the benchmark's worker processes only, never for ``tuner``,
 and only after checking it against Optuna's own on values from every branch; if they

@@ -367,7 +367,7 @@ def reconcile_trial_count(tune_path: str, started: Collection[str] | None = None
         1 for t in saved["trial_data"] if _snapshot_trial_id(t, list_path) not in started)
     if not over and not unstarted and not (started is not None and count["finished"]):
         return 0
-    count["counter"], count["finished"] = int(count["counter"]) - over - unstarted, False
+    count["counter"], count["finished"] = min(int(count["counter"]), trials) - unstarted, False
     with fs.open_output_stream(count_path) as f:
         f.write(cloudpickle.dumps(count))
     return over

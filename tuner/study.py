@@ -97,8 +97,8 @@ class StudyBook:
         self._since = self.record.bill_since
         # A driver before this one stopped watching its nodes at its last save (killed) or
         # at its end; they count again, and new ones from now, as this driver sees them.
-        self.meter.stop_watching(float(self.record.meter.get("saved_at", clock())))
         self._started = clock()
+        self.meter.stop_watching(float(self.record.meter.get("saved_at", self._started)))
         self._verbose = verbose
         self._progress = _Progress(self.record)
         self._saved = 0.0
@@ -338,10 +338,10 @@ class StudyBook:
         for trial_id in unfinished:
             if trial_id in self.record.trials and not self.finished(trial_id):
                 self.trial_ended(trial_id, cut)
+        now = self._clock()
+        self.meter.stop_watching(now)  # the bill ends with this driver: totals from now on agree
         self._update_totals()
-        self.record.idle_by_kind = {k: list(v) for k, v in
-                                    self.meter.idle_by_kind(self._clock()).items()}
-        self.meter.stop_watching(self._clock())  # the bill ends with this driver
+        self.record.idle_by_kind = {k: list(v) for k, v in self.meter.idle_by_kind(now).items()}
         try:
             self.tracker.flush()  # the runs' ids are in the record once it is saved
         except StudyError:
