@@ -7,8 +7,9 @@ learns its node), ASHA's and OptunaSearch's private fields, the test cluster of
 the GCS key-value store (how the studies sharing a cluster split its idle time), the
 cluster's status, idle drains and node groups (the local cluster's idle scale-down), the
 token-auth set-up that ``ray.init()`` does only for clusters it starts itself, the two
-files of Tune's experiment snapshot that a resume reconciles, and Tune's handling of a
-reused actor that dies before the next trial starts on it.
+files of Tune's experiment snapshot that a resume reconciles, Tune's handling of a
+reused actor that dies before the next trial starts on it, and the log line Tune writes
+for a trial's lost task (a preemption it handles is no error to show).
 Private APIs move between releases; a moved one must stop the product with a line
 naming the Ray version it was built for, never let it run on silently (a study that no
 longer checkpoints on a notice, or charges every trial $0).
@@ -426,6 +427,44 @@ def count_a_dead_reused_actor_once() -> None:
     cls._tuner_reset_once = True
 
 
+# --- a trial lost to a preempted node: Tune's error line for it ------------------------------
+
+_TRIAL_ERROR_LOG = "Tune's log line for a trial task that failed"
+_TRIAL_ERROR_LOGGER = "ray.tune.execution.tune_controller"
+_TRIAL_ERROR_PREFIX = "Trial task failed"
+
+
+def is_preemption(exception: BaseException | None) -> bool:
+    """Whether Tune takes ``exception`` (a trial's failed task) for a preemption, which it
+    retries without counting a failure: an actor error Ray marks preempted (its node was
+    drained for preemption and went after the drain's deadline), unless
+    ``RAY_TRAIN_COUNT_PREEMPTION_AS_FAILURE`` says to count those too."""
+    from ray.exceptions import RayActorError, RayTaskError
+
+    if isinstance(exception, RayTaskError):
+        exception = exception.as_instanceof_cause()
+    counted = _attr("ray.train.constants", "RAY_TRAIN_COUNT_PREEMPTION_AS_FAILURE",
+                    _TRIAL_ERROR_LOG)
+    return (isinstance(exception, RayActorError) and exception.preempted
+            and not int(os.environ.get(counted, "0") or 0))
+
+
+def trial_error_log() -> tuple[str, str]:
+    """(logger name, message prefix) of the ERROR line, with the traceback, that Tune
+    writes for every failed trial task, a preempted one included."""
+    import inspect
+
+    controller = _tune_controller()
+    _require(controller, ["_trial_task_failure"], _TRIAL_ERROR_LOG)
+    source = inspect.getsource(controller._trial_task_failure)
+    module = importlib.import_module(_TRIAL_ERROR_LOGGER)
+    if f'"{_TRIAL_ERROR_PREFIX} ' not in source or \
+            getattr(getattr(module, "logger", None), "name", None) != _TRIAL_ERROR_LOGGER:
+        raise RayCompatError(_TRIAL_ERROR_LOG, f"TuneController._trial_task_failure no longer "
+                             f"logs {_TRIAL_ERROR_PREFIX!r} to {_TRIAL_ERROR_LOGGER}")
+    return _TRIAL_ERROR_LOGGER, _TRIAL_ERROR_PREFIX
+
+
 def check() -> None:
     """Look up every private API above (what a test runs against the installed Ray)."""
     _draining_nodes.cache_clear()
@@ -452,6 +491,8 @@ def check() -> None:
     _attr("ray._raylet", "AuthenticationTokenLoader", "Ray's token loader")
     _attr("ray.train._internal.storage", "get_fs_and_path", _SNAPSHOT)
     _tune_controller()
+    trial_error_log()
+    is_preemption(None)
     for module, name in (("ray.tune.execution.tune_controller", "TuneController"),
                          ("ray.tune.search.search_generator", "SearchGenerator")):
         _require(_attr(module, name, _SNAPSHOT), ["CKPT_FILE_TMPL"], _SNAPSHOT)

@@ -1,13 +1,16 @@
 """A spot interruption notice on the node running a trial, then the node is killed.
 
-Real: the Ray cluster and its worker node processes (killed with SIGKILL), Ray's drain
-API, the driver process, Tune's retry, MLflow. Faked: the EC2 instance metadata endpoint,
-played by a local HTTP server per node (IMDSv2 token, then spot/instance-action).
+Real: the Ray cluster and its worker node processes (killed with SIGKILL, or shut down by
+the local spot cluster), Ray's drain API, the driver process, Tune's retry, MLflow. Faked:
+the EC2 instance metadata endpoint, played by a local HTTP server per node (IMDSv2 token,
+then spot/instance-action), and, in the local spot cluster, the market's notice.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -17,7 +20,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import free_port
-from tests.helpers import user_env
+from tests.helpers import processes_of, user_env
 from tuner.cost.nodes import labels_for
 from tuner.spot.imds import FakeMetadataServer, InstanceMetadata
 from tuner.spot.watcher import PreemptionWatcher, gcs_drain
@@ -56,7 +59,7 @@ def spot_nodes(ray_cluster):
             ray_cluster.remove_node(node, allow_graceful=False)
 
 
-def run_driver(tmp_path, ray_cluster, log, max_failures):
+def run_driver(tmp_path, address, log, max_failures, resources="{cpu: 1, spot: 1}"):
     (tmp_path / "spottrain.py").write_text(TRAINABLE)
     (tmp_path / "exp.yaml").write_text(textwrap.dedent(f"""
         trainable: spottrain:train
@@ -65,9 +68,9 @@ def run_driver(tmp_path, ray_cluster, log, max_failures):
         num_samples: 1
         scheduler: {{max_t: 14, grace_period: 14}}
         max_failures: {max_failures}
-        resources_per_trial: {{cpu: 1, spot: 1}}
+        resources_per_trial: {resources}
         name: preempt
-        ray_address: {ray_cluster.address!r}
+        ray_address: {address!r}
     """))
     return subprocess.Popen([sys.executable, "-m", "tuner.cli", "run", "exp.yaml"],
                             cwd=tmp_path, env=user_env(),
@@ -89,7 +92,7 @@ def read(log):
 def test_a_notice_drains_checkpoints_and_the_trial_loses_at_most_one_iteration(
         ray_cluster, spot_nodes, tmp_path):
     log = tmp_path / "trial.jsonl"
-    driver = run_driver(tmp_path, ray_cluster, log, max_failures=0)  # preemption is no failure
+    driver = run_driver(tmp_path, ray_cluster.address, log, max_failures=0)  # preemption is no failure
     try:
         victim = wait_for_iteration(log, driver, 2)
 
@@ -128,7 +131,7 @@ def test_a_notice_drains_checkpoints_and_the_trial_loses_at_most_one_iteration(
 def test_a_node_lost_without_notice_costs_the_rerun_iterations_as_waste(
         ray_cluster, spot_nodes, tmp_path):
     log = tmp_path / "trial.jsonl"
-    driver = run_driver(tmp_path, ray_cluster, log, max_failures=1)
+    driver = run_driver(tmp_path, ray_cluster.address, log, max_failures=1)
     try:
         victim = wait_for_iteration(log, driver, 7)  # checkpointed at 5, lost 6 and 7 (+ part of 8)
         ray_cluster.remove_node(spot_nodes[victim], allow_graceful=False)
@@ -153,3 +156,69 @@ def test_a_node_lost_without_notice_costs_the_rerun_iterations_as_waste(
         trial["cost_usd"] - sum(charged["iterations"][str(i)] for i in range(1, 15)))
     per_iteration = trial["cost_usd"] / (14 + len(rerun))
     assert trial["wasted_usd"] == pytest.approx(len(rerun) * per_iteration, rel=0.5)
+
+
+SPOT_CLUSTER = '''
+import signal, sys, threading, time
+from pathlib import Path
+from tuner._files import write_json_atomic
+from tuner.spot.local import LocalSpotCluster, WorkerType
+
+address_file, interrupt = sys.argv[1], Path(sys.argv[2])
+cluster = LocalSpotCluster((WorkerType("c5.xlarge", "spot", 1),)).start()  # no hazard
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+write_json_atomic(address_file, {"address": cluster.address, "temp_dir": cluster.temp_dir})
+try:
+    while not stop.is_set():
+        if interrupt.exists():  # the test names the node AWS reclaims
+            cluster.market.interrupt(interrupt.read_text())
+            interrupt.unlink()
+        cluster.tick()  # notice, drain, shutdown at the notice's end, replacement
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a new node takes SIGTERM
+        stop.wait(0.25)
+finally:
+    cluster.stop()
+'''
+
+
+def test_a_node_the_local_spot_market_reclaims_is_a_preemption_with_no_traceback(tmp_path):
+    """The path of `make demo`: the local spot cluster's market gives the node running the
+    trial a notice (2 minutes at 60x: 2 s), its watcher drains it, and at the notice's end
+    the node is shut down and replaced. Faked: the market's choice of node (forced here,
+    random in the demo) and EC2's metadata endpoint; everything else is real."""
+    (tmp_path / "spot_cluster.py").write_text(SPOT_CLUSTER)
+    address_file, interrupt = tmp_path / "cluster.json", tmp_path / "interrupt"
+    cluster = subprocess.Popen([sys.executable, "spot_cluster.py", str(address_file), str(interrupt)],
+                               cwd=tmp_path, env=user_env(), start_new_session=True,
+                               stdout=open(tmp_path / "cluster.log", "w"), stderr=subprocess.STDOUT)
+    log, driver = tmp_path / "trial.jsonl", None
+    try:
+        deadline = time.monotonic() + 120
+        while not address_file.exists():
+            assert cluster.poll() is None and time.monotonic() < deadline, \
+                (tmp_path / "cluster.log").read_text()
+            time.sleep(0.5)
+        info = json.loads(address_file.read_text())
+        driver = run_driver(tmp_path, info["address"], log, max_failures=0,
+                            resources="{cpu: 1}")  # the head has no CPU: on the spot node
+        victim = wait_for_iteration(log, driver, 2)
+        interrupt.write_text(victim)
+        out, _ = driver.communicate(timeout=240)
+    finally:
+        if driver is not None and driver.poll() is None:
+            driver.kill()
+        os.killpg(cluster.pid, signal.SIGTERM)
+        cluster.wait(timeout=60)
+    assert driver.returncode == 0, out
+    restart = [e for e in read(log) if "start" in e][1]
+    assert restart["node"] != victim  # resumed on the replacement
+    record = json.loads((tmp_path / "tuner_results" / "preempt" / "tuner_study.json").read_text())
+    (trial,) = record["trials"].values()
+    assert trial["status"] == "completed" and trial["iterations"] == 14
+    assert trial["preemptions"] == 1 and trial.get("failures", 0) == 0 and not trial.get("error")
+    assert "preempted; resuming from its last checkpoint" in out
+    # an expected, handled event: no Tune error line, no traceback, no raylet post-mortem
+    for scary in ("Trial task failed", "Traceback", "Raylet is terminated"):
+        assert scary not in out, out
+    assert processes_of(info["temp_dir"]) == []

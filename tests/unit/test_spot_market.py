@@ -34,3 +34,14 @@ def test_notices_arrive_at_the_hazard_rate_and_kills_follow_the_notice():
 def test_negative_hazard_is_refused():
     with pytest.raises(ValueError, match="hazard_per_hour must be >= 0"):
         SpotMarket(-1)
+
+
+def test_an_interrupted_node_gets_its_notice_at_the_next_step_and_goes_when_it_expires():
+    market = SpotMarket(hazard_per_hour=0.0, notice_s=120)
+    market.step(["a", "b"], 0.0)
+    market.interrupt("a")
+    events = market.step(["a", "b"], 10.0)
+    assert events.notices == {"a": 130.0} and events.kills == []
+    assert market.step(["a", "b"], 129.0).kills == []
+    assert market.step(["a", "b"], 130.0).kills == ["a"]
+    assert run(market, ["a", "b"], hours=1) == ({}, [])  # once: no hazard, no more notices

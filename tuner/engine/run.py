@@ -82,12 +82,30 @@ def _sigterm_as_ctrl_c() -> Any:
     return signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
 
 
+class _PreemptionIsNoError(logging.Filter):
+    """Drops Tune's ERROR line and traceback for a trial task lost to a preempted node:
+    Tune retries such a trial from its checkpoint without counting a failure, and the
+    study says so in one line ("trial ... preempted"). Every other failure still shows."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self._prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exception = record.exc_info[1] if record.exc_info else None
+        return not (str(record.msg).startswith(self._prefix)
+                    and ray_compat.is_preemption(exception))
+
+
 @contextlib.contextmanager
 def _study_process(experiment_dir: str) -> Iterator[None]:
     """What a study changes in this process -- Tune's switches, log levels, Optuna's
-    verbosity, the live bookkeeping -- restored when it ends, so a plain Ray Tune run
-    later in the same notebook inherits none of it."""
+    verbosity, the preemption filter on Tune's error log, the live bookkeeping -- restored
+    when it ends, so a plain Ray Tune run later in the same notebook inherits none of it."""
     ray_compat.check_env_switches()
+    error_logger, error_prefix = ray_compat.trial_error_log()
+    preemptions = _PreemptionIsNoError(error_prefix)
+    logging.getLogger(error_logger).addFilter(preemptions)
     env = {k: os.environ.get(k) for k in (*_ENV, _PENDING)}
     levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
     verbosity = optuna.logging.get_verbosity()
@@ -107,6 +125,7 @@ def _study_process(experiment_dir: str) -> Iterator[None]:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
         optuna.logging.set_verbosity(verbosity)
+        logging.getLogger(error_logger).removeFilter(preemptions)
         _BOOKS.pop(experiment_dir, None)
 
 

@@ -4,13 +4,14 @@ A head node and several worker nodes, real Ray node processes started with
 ``ray.cluster_utils.Cluster`` and owned by this process, labelled like the node types of
 ``cluster/aws-spot.yaml``. Each spot worker has its own metadata endpoint on 127.0.0.1
 and a preemption watcher; a :class:`~tuner.spot.market.SpotMarket` issues notices at a
-hazard rate on a compressed clock, kills the node (SIGKILL) when its notice expires and
-starts a replacement of the same type, as the autoscaler would. With an idle timeout it
-also scales down as the autoscaler does with ``idle_timeout_minutes``: a worker none of
-whose resources has been in use for that long is drained (a drain the node refuses once
-work lands on it) and removed, and a removed kind comes back when resources are asked for
-that the live nodes cannot give (:class:`IdleScaler` decides, on time passed in). It stops
-only the processes it started.
+hazard rate on a compressed clock, shuts the node down when its notice expires (SIGTERM,
+then SIGKILL a second later, as an instance's shutdown does) and starts a replacement of
+the same type, as the autoscaler would. With an idle timeout it also scales down as the
+autoscaler does with ``idle_timeout_minutes``: a worker none of whose resources has been
+in use for that long is drained (a drain the node refuses once work lands on it) and
+removed, and a removed kind comes back when resources are asked for that the live nodes
+cannot give (:class:`IdleScaler` decides, on time passed in). It stops only the processes
+it started.
 """
 
 from __future__ import annotations
@@ -239,7 +240,12 @@ class LocalSpotCluster:
         if worker is None:
             return
         self._noticed.discard(node_id)
-        self.cluster.remove_node(worker.node, allow_graceful=False)
+        # An interrupted spot instance shuts down: its processes get SIGTERM. A raylet that
+        # gets it past its preemption drain's deadline tells the GCS it was preempted, so
+        # Ray fails its actors' tasks as preempted at once (Tune retries the trial without
+        # counting a failure); a SIGKILL left the GCS to find out from missed health
+        # checks, and a trial's task could fail first as an ordinary actor error.
+        self.cluster.remove_node(worker.node, allow_graceful=True)
         if worker.imds:
             worker.imds.close()
         self.events.append((time.time(), "killed", node_id))

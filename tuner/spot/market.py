@@ -27,7 +27,13 @@ class SpotMarket:
         self.hazard_per_hour, self.notice_s = hazard_per_hour, notice_s
         self._rng = random.Random(seed)
         self._pending: dict[str, float] = {}  # node -> termination time
+        self._interrupted: set[str] = set()  # nodes to get a notice at the next step
         self._last: float | None = None
+
+    def interrupt(self, node: str) -> None:
+        """Give ``node`` a notice at the next step, whatever the hazard (AWS may reclaim
+        any spot instance at any time)."""
+        self._interrupted.add(node)
 
     def step(self, spot_nodes: Iterable[str], now: float) -> MarketEvents:
         events = MarketEvents()
@@ -39,7 +45,8 @@ class SpotMarket:
                 if now >= self._pending[node]:
                     events.kills.append(node)
                     del self._pending[node]
-            elif p and self._rng.random() < p:
+            elif node in self._interrupted or (p and self._rng.random() < p):
                 self._pending[node] = now + self.notice_s
                 events.notices[node] = self._pending[node]
+        self._interrupted.clear()
         return events
