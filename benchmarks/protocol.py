@@ -51,7 +51,6 @@ PREVIOUS = "ours, multivariate TPE (Optuna's default; shipped before)"
 BEFORE = "ours, TPE n_ei_candidates=24 (shipped before)"
 STARTUP10 = "ours, TPE n_startup_trials=10 (1024 candidates; shipped before)"
 ROUND7 = "ours, TPE n_ei_candidates=256 (round 7's default, withdrawn)"
-GP = "ours, multi-fidelity GP sampler (MOBSTER-like, scikit-learn GP; round 10)"
 # Earlier defaults are not run again on the held-out tasks: their studies from the last run
 # that ran them are read from results/runs.json.gz and analysed with this run's.
 EARLIER = (STARTUP10, ROUND7, BEFORE)
@@ -90,17 +89,6 @@ def _tpe(seed: int, **kwargs: Any) -> Any:
         return optuna.samplers.TPESampler(seed=seed, **kwargs)
 
 
-def _gp(seed: int) -> Any:
-    """Round 10's sampler (benchmarks/gp_sampler.py) on the product's rungs, with the
-    settings the best of its pilots had."""
-    from benchmarks.gp_sampler import MultiFidelityGPSampler, asha_levels
-
-    s = sim._shipped()
-    return MultiFidelityGPSampler(asha_levels(s.first_rung, s.reduction_factor, sim.MAX_T),
-                                  seed=seed, n_startup_trials=10, need=3, noise_max=0.05,
-                                  restarts=2)
-
-
 # Candidates run on the even tasks (``--choice``; the rule picks among them). Retired ones
 # (earlier rounds' losers, PREVIOUS) are kept in results/choice/: candidates.md has every
 # round, table_17x10.md round 1 in detail, table.md the last `make bench-choice`.
@@ -108,7 +96,6 @@ CANDIDATES: dict[str, Callable[[int], sim.Method]] = {
     SHIPPED: sim.tuner_method,
     STARTUP10: lambda s: sim.tuner_method(s, sampler=lambda seed: _tpe(
         seed, multivariate=False, n_ei_candidates=1024)),
-    GP: lambda s: sim.tuner_method(s, sampler=_gp),
 }
 # What methods were called in runs made before (--reuse): names 1, the first round's (when
 # multivariate TPE shipped); names 2, the second round's (independent TPE, grace 1 shipped);
