@@ -9,7 +9,6 @@ then spot/instance-action), and, in the local spot cluster, the market's notice.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import free_port
-from tests.helpers import processes_of, user_env
+from tests.helpers import start_cluster, stop_cluster, user_env
 from tuner.cost.nodes import labels_for
 from tuner.spot.imds import FakeMetadataServer, InstanceMetadata
 from tuner.spot.watcher import PreemptionWatcher, gcs_drain
@@ -159,24 +158,28 @@ def test_a_node_lost_without_notice_costs_the_rerun_iterations_as_waste(
 
 
 SPOT_CLUSTER = '''
-import signal, sys, threading, time
+import sys, threading
 from pathlib import Path
 from tuner._files import write_json_atomic
 from tuner.spot.local import LocalSpotCluster, WorkerType
 
-address_file, interrupt = sys.argv[1], Path(sys.argv[2])
+address_file, interrupt = sys.argv[2], Path(sys.argv[3])  # --address-file F, then ours
 cluster = LocalSpotCluster((WorkerType("c5.xlarge", "spot", 1),)).start()  # no hazard
+tick = cluster.tick
+
+
+def tick_and_interrupt():
+    if interrupt.exists():  # the test names the node AWS reclaims
+        cluster.market.interrupt(interrupt.read_text())
+        interrupt.unlink()
+    tick()  # notice, drain, shutdown at the notice's end, replacement
+
+
+cluster.tick = tick_and_interrupt
 stop = threading.Event()
-signal.signal(signal.SIGTERM, lambda *_: stop.set())
 write_json_atomic(address_file, {"address": cluster.address, "temp_dir": cluster.temp_dir})
 try:
-    while not stop.is_set():
-        if interrupt.exists():  # the test names the node AWS reclaims
-            cluster.market.interrupt(interrupt.read_text())
-            interrupt.unlink()
-        cluster.tick()  # notice, drain, shutdown at the notice's end, replacement
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a new node takes SIGTERM
-        stop.wait(0.25)
+    cluster.run(stop, lambda event, node: None)  # as `tuner cluster up --local`: SIGTERM stops it
 finally:
     cluster.stop()
 '''
@@ -188,18 +191,11 @@ def test_a_node_the_local_spot_market_reclaims_is_a_preemption_with_no_traceback
     the node is shut down and replaced. Faked: the market's choice of node (forced here,
     random in the demo) and EC2's metadata endpoint; everything else is real."""
     (tmp_path / "spot_cluster.py").write_text(SPOT_CLUSTER)
-    address_file, interrupt = tmp_path / "cluster.json", tmp_path / "interrupt"
-    cluster = subprocess.Popen([sys.executable, "spot_cluster.py", str(address_file), str(interrupt)],
-                               cwd=tmp_path, env=user_env(), start_new_session=True,
-                               stdout=open(tmp_path / "cluster.log", "w"), stderr=subprocess.STDOUT)
+    interrupt = tmp_path / "interrupt"
+    cluster, info = start_cluster(tmp_path, str(interrupt),
+                                  program=[sys.executable, str(tmp_path / "spot_cluster.py")])
     log, driver = tmp_path / "trial.jsonl", None
     try:
-        deadline = time.monotonic() + 120
-        while not address_file.exists():
-            assert cluster.poll() is None and time.monotonic() < deadline, \
-                (tmp_path / "cluster.log").read_text()
-            time.sleep(0.5)
-        info = json.loads(address_file.read_text())
         driver = run_driver(tmp_path, info["address"], log, max_failures=0,
                             resources="{cpu: 1}")  # the head has no CPU: on the spot node
         victim = wait_for_iteration(log, driver, 2)
@@ -208,8 +204,8 @@ def test_a_node_the_local_spot_market_reclaims_is_a_preemption_with_no_traceback
     finally:
         if driver is not None and driver.poll() is None:
             driver.kill()
-        os.killpg(cluster.pid, signal.SIGTERM)
-        cluster.wait(timeout=60)
+        leftover = stop_cluster(cluster, info)
+    assert cluster.returncode != -signal.SIGKILL, "the cluster outlived SIGTERM by 60 s"
     assert driver.returncode == 0, out
     restart = [e for e in read(log) if "start" in e][1]
     assert restart["node"] != victim  # resumed on the replacement
@@ -221,4 +217,4 @@ def test_a_node_the_local_spot_market_reclaims_is_a_preemption_with_no_traceback
     # an expected, handled event: no Tune error line, no traceback, no raylet post-mortem
     for scary in ("Trial task failed", "Traceback", "Raylet is terminated"):
         assert scary not in out, out
-    assert processes_of(info["temp_dir"]) == []
+    assert leftover == []
