@@ -137,8 +137,8 @@ def main() -> None:
               "exploiting more. Six variants on 8 even tasks x 3 seeds "
               "(round11_local_pilot.md): every one worse than the base at every budget, five "
               "of six with the whole 95% CI above 0 at 20 FTE (+0.55 to +3.53 points; the base "
-              "3.04). The base stays; the sampler (`benchmarks/local_tpe.py`) was retired "
-              "after the commit that ran it.",
+              "3.04). The base stays; the sampler (`benchmarks/local_tpe.py`) is at "
+              "commit e0073ae and was retired after it.",
               "",
               "Rounds 3-11 were designed after the held-out figures of the round-2 default had been "
               "seen (RESULTS.md reported them); the choice itself read the even tasks only."]

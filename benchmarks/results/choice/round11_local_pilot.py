@@ -1,5 +1,6 @@
 """Round 11's pilot: TPE that spends a share of its trials refining the incumbent
-(benchmarks/local_tpe.py) against ours as shipped, on 8 of the 17 even tasks, seeds 0-2,
+(benchmarks/local_tpe.py at commit e0073ae, retired after it; this script runs at that
+commit) against ours as shipped, on 8 of the 17 even tasks, seeds 0-2,
 K = 4, 20 FTE, through the same simulator and the product's `_Asha` + `_Search`. The
 shipped default's studies are read from results/choice/runs.json.gz (same code, same
 seeds); regret here is against each task's 2000-configuration pool best only.
