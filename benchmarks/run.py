@@ -218,6 +218,16 @@ def _slow(methods: tuple[str, ...], cpu_s: dict[str, float]) -> str:
     return "The slow peers cost " + ", ".join(f"{m} {cpu_s.get(m, math.nan):.0f} s" for m in methods)
 
 
+def _more_seeds(counts: dict[str, int], run: int) -> str:
+    """The clause naming the slow peers with more seeds than make bench runs."""
+    more = [f"{m} {n}" for m, n in counts.items() if n > run]
+    if not more:
+        return ""
+    return (f" (seeds beyond those, run apart by `python -m benchmarks.more_seeds` through the "
+            f"same simulator and budget and read from results/runs.json.gz: {', '.join(more)} "
+            "seeds in all)")
+
+
 def _cpu_range(cpu_s: dict[str, float], leave_out: tuple[str, ...]) -> str:
     vals = [v for m, v in cpu_s.items() if m not in leave_out]
     return f"{min(vals):.2f}-{max(vals):.1f}" if vals else "n/a"
@@ -291,8 +301,9 @@ def protocol_section(res: dict, argv: list[str]) -> list[str]:
           f", CD = {_f(bb[f'{b:g}']['cd'])}" for b in budgets if "friedman" in bb[f"{b:g}"]]
     lines += ["Friedman tests over the methods run on every task and seed (ranks): " + "; ".join(fr) + ".",
               f"{_slow(P.SLOW_PEERS, kk['cpu_s'])} of CPU per study at 20 FTE (the others "
-              f"{_cpu_range(kk['cpu_s'], P.SLOW_PEERS)} s at 50 FTE), so they ran "
-              f"{plan['slow_seeds']} seeds per held-out task and at most 20 FTE; they are left out of "
+              f"{_cpu_range(kk['cpu_s'], P.SLOW_PEERS)} s at 50 FTE), so `make bench` runs them on "
+              f"{plan['slow_seeds']} seeds per held-out task and to at most 20 FTE"
+              f"{_more_seeds(kk.get('slow_seeds', {}), plan['slow_seeds'])}; they are left out of "
               "the ranks and Friedman tests and compared pairwise on their own seeds. "
               f"{', '.join(P.PINNED)} run in a second environment (numpy < 1.27; "
               "`benchmarks/pinned_peers.py`, `make peers-env`), through the same simulator.", "",
@@ -397,7 +408,7 @@ def _caveats(res: dict) -> list[str]:
         "FTE, in the runs after and before it) "
         "(`python -m benchmarks.tpe_cost` measures Optuna's own); the earlier defaults' "
         "recorded studies ran before this and were measured with Optuna's own.",
-        "- Ten rounds of candidates ran on the even tasks only (`make bench-choice`; "
+        "- Eleven rounds of candidates ran on the even tasks only (`make bench-choice`; "
         "results/choice/candidates.md has every one). Until them the product ran Optuna 5's "
         "default TPE, multivariate (with `constant_liar`; `group` only matters for conditional "
         "spaces), with a first rung at 1 iteration, and ASHA with *random* sampling beat it. "
@@ -429,9 +440,12 @@ def _caveats(res: dict) -> list[str]:
         "multi-fidelity GP sampler in TPE's place (MOBSTER's idea, on scikit-learn's GP), "
         "seven variants, each worse than TPE at 5 FTE (+1.0 to +2.5 points) and none better "
         "at 20 beyond noise; its full run was stopped unfinished after 66 minutes of GP CPU. "
+        "Round 11, a pilot (the same 8 tasks x 3 seeds, results/choice/round11_local_pilot.md): "
+        "TPE spending a quarter or half of its trials on local steps around the incumbent, "
+        "six variants, each worse than TPE at every budget (at 20 FTE +0.55 to +3.53 points). "
         "The multivariate default had 8.89 points mean regret at "
         "20 FTE on the held-out tasks in the last run that included it (its studies stay in "
-        "results/runs.json.gz). Rounds 3-10 were designed after the held-out figures of the "
+        "results/runs.json.gz). Rounds 3-11 were designed after the held-out figures of the "
         "round-2 default had been published here; the choice read the even tasks only, "
         "except round 7's withdrawal.",
         "- The choice rule reads our candidates' even-task numbers only; the held-out figures "

@@ -191,6 +191,25 @@ def test_earlier_defaults_are_read_only_where_every_study_was_recorded(monkeypat
     assert protocol.recorded_runs(("complete",), ["a", "b"], [0, 1], 4, 20.0) == []
 
 
+def test_a_slow_peers_further_seeds_are_read_while_every_task_has_them(monkeypatch, tmp_path):
+    """make bench runs the slow peers on 2 seeds and reads further seeds run apart
+    (benchmarks.more_seeds): each seed, in order, as long as every task has it; a seed one
+    task lacks ends them, so the peer's seeds stay 0..n-1. Small dicts in a real temp file."""
+    def study(method, task, seed, budget=20.0):
+        return {"method": method, "task": task, "seed": seed, "workers": 4, "budget": budget,
+                "cost": [1.0], "best": [90.0], "trials": 1, "spent": 1.0, "cpu_s": 1.0,
+                "names": protocol.NAMES}
+
+    runs = tmp_path / "runs.json.gz"
+    monkeypatch.setattr(protocol, "RUNS", str(runs))
+    held = [study("peer", t, s) for t in ("a", "b") for s in (2, 3, 5)] + [study("peer", "a", 4)]
+    with gzip.open(runs, "wt", encoding="utf-8") as f:
+        json.dump(held + [study("other", "a", 2), study("peer", "a", 6, budget=50.0)], f)
+    got = protocol.recorded_seeds(("peer", "other"), ["a", "b"], [2, 3, 4, 5, 6], 4, 20.0)
+    assert sorted((r["method"], r["task"], r["seed"]) for r in got) == sorted(
+        ("peer", t, s) for t in ("a", "b") for s in (2, 3))
+
+
 def test_our_earlier_defaults_are_not_ranked_with_ours_and_the_peers():
     """The goals rank ours among the peers: an earlier default of ours, reported beside
     them, takes no place in the ranks (it would only split ours'). Small dicts, 3 tasks."""
