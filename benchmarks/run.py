@@ -332,8 +332,10 @@ def protocol_section(res: dict, argv: list[str]) -> list[str]:
     lines += _caveats(res)
     for other in plan["workers"][1:]:
         ko = res[f"K{other}"]
+        seeds = ", ".join(f"{m} {n}" for m, n in ko.get("slow_seeds", {}).items())
         lines += [f"### Held-out tasks, K = {other}: mean regret (points) [95% CI] / mean rank", "",
                   *regret_table(ko["odd"]), "",
+                  f"Seeds per held-out task for the slow peers here: {seeds}.", "",
                   f"![held-out anytime regret, K = {other}]({rel(ko['figures']['odd'])})", "",
                   f"Paired, K = {other}: ours minus each peer (points; < 0 favours ours)", "",
                   *_paired_table(ko["odd"], chosen), ""]
