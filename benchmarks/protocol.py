@@ -207,9 +207,13 @@ def save_cache() -> None:
     runs = _read(RUNS)
     runs.update((k, r) for k, r in _CACHE.items() if k not in _READ_ONLY)
     os.makedirs(os.path.dirname(RUNS), exist_ok=True)
-    # mtime 0: the same studies give the same bytes, so git sees no change where there is none
-    with gzip.GzipFile(RUNS, "wb", mtime=0) as raw, io.TextIOWrapper(raw, encoding="utf-8") as f:
+    # mtime 0: the same studies give the same bytes, so git sees no change where there is none;
+    # written beside and then renamed, so a run killed while saving leaves the last file whole
+    tmp = RUNS + ".tmp"
+    with open(tmp, "wb") as out, gzip.GzipFile(RUNS, "wb", fileobj=out, mtime=0) as raw, \
+            io.TextIOWrapper(raw, encoding="utf-8") as f:
         json.dump(list(runs.values()), f)
+    os.replace(tmp, RUNS)
 
 
 def recorded_runs(methods: tuple[str, ...], tasks: list[str], seeds: list[int], workers: int,
