@@ -237,9 +237,9 @@ class StudyBook:
     def trial_started(self, trial_id: str, config: Mapping[str, Any]) -> None:
         fresh = trial_id not in self.record.trials
         entry = self.record.trial(trial_id)
-        if fresh:
+        if not entry.config:  # new, or lost before Tune ever started it (a preempted node)
             entry.config = dict(config)
-        elif not entry.restarting:  # started again by `tuner resume`
+        if not fresh and not entry.restarting:  # started again by `tuner resume`
             entry.restarts += 1
             entry.restarting = True
         self._track(trial_id, fresh, started=self._clock())

@@ -356,6 +356,20 @@ def test_restarts_count_preemptions_and_failures_alike_and_the_restart_is_counte
     assert entry.error == "ValueError: boom"
 
 
+def test_a_trial_lost_before_it_started_keeps_its_configuration(make_book):
+    """A node reclaimed while Tune was still starting a trial there: Tune reports the
+    recovery before the trial's first start. The record and the trial's MLflow run still get
+    its configuration (they once showed none)."""
+    book = make_book()
+    book.trial_recovering("t1", "node n1 was drained", failures=0)
+    book.trial_started("t1", {"lr": 0.01, "depth": 3})
+
+    entry = book.record.trials["t1"]
+    assert entry.config == {"lr": 0.01, "depth": 3}
+    assert entry.preemptions == 1 and entry.restarts == 1
+    assert run_of(book, "t1").data.params == {"lr": "0.01", "depth": "3"}
+
+
 def test_an_iteration_run_again_after_a_restart_is_lost_and_its_first_charge_wasted(make_book):
     clock = Clock()
     book = make_book(clock=clock)
