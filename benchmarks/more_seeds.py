@@ -4,7 +4,7 @@
 
 runs the peer's held-out studies (K = 4 unless ``--workers``, 20 FTE: the protocol's
 budget for slow peers) on seeds 0 to 9, skipping those results/runs.json.gz already holds,
-and saves them there after each seed. `make bench` and `python -m benchmarks.run --reuse`
+and saves them there after each seed (`protocol.run_jobs`). `make bench` and `python -m benchmarks.run --reuse`
 then read every seed it holds for all held-out tasks (``protocol.recorded_seeds``), so the
 peer is compared on them. The studies are the protocol's: same simulator, tasks, budget and
 reference pool.
@@ -37,8 +37,7 @@ def main(argv: list[str] | None = None) -> None:
             started = time.perf_counter()
             jobs = [(method, t, seed, args.workers, protocol.GOAL_BUDGET * ref[t]["fte_s"],
                      ref[t]["fte_s"]) for t in odd]
-            protocol.run_jobs(jobs, args.procs)
-            protocol.save_cache()
+            protocol.run_jobs(jobs, args.procs)  # saves what it ran
             print(f"{method}, seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
 
 

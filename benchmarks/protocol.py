@@ -220,12 +220,11 @@ def recorded_runs(methods: tuple[str, ...], tasks: list[str], seeds: list[int], 
                   fte: float) -> list[dict]:
     """The studies of ``methods`` an earlier run left in RUNS for exactly these tasks, seeds,
     K and budget; a method missing any of them is left out."""
-    found = _read(RUNS)
     out = []
     for m in methods:
-        keys = [(m, t, s, workers, round(fte, 6)) for t in tasks for s in seeds]
-        if all(k in found for k in keys):
-            out += [found[k] for k in keys]
+        runs = recorded_seeds((m,), tasks, seeds, workers, fte)
+        if len(runs) == len(tasks) * len(seeds):
+            out += runs
     return out
 
 
@@ -252,27 +251,30 @@ def run_jobs(jobs: list[tuple], procs: int) -> list[dict]:
     out = [_CACHE[key(j)] for j in jobs if key(j) in _CACHE]
     jobs = [j for j in jobs if key(j) not in _CACHE]
     pinned = [j for j in jobs if j[0] in PINNED]
+    others = [j for j in jobs if j[0] not in PINNED]
     if pinned:
         print(f"  {len(pinned)} studies in {os.path.relpath(pinned_peers.PYTHON, os.path.dirname(HERE))}",
               flush=True)
         for res in pinned_peers.run_elsewhere(pinned, procs):
             out.append(res)
             _CACHE[key(res["job"])] = res
-        save_cache()
-    jobs = [j for j in jobs if j[0] not in PINNED]
+        if others:
+            save_cache()
     done = 0
     started = time.perf_counter()
     # Optuna's TPE with log Phi over arrays: the same bits, about half the CPU of our studies.
     with ProcessPoolExecutor(max_workers=procs, initializer=log_ndtr.install) as pool:
-        for res in pool.map(_job, jobs, chunksize=1):
+        for res in pool.map(_job, others, chunksize=1):
             out.append(res)
             _CACHE[key(res["job"])] = res
             done += 1
             if done % 200 == 0:
                 save_cache()  # --reuse resumes an interrupted run from here
-            if done % max(1, len(jobs) // 5) == 0 or done == len(jobs):
-                print(f"  {done}/{len(jobs)} studies, {time.perf_counter() - started:.0f} s",
+            if done % max(1, len(others) // 5) == 0 or done == len(others):
+                print(f"  {done}/{len(others)} studies, {time.perf_counter() - started:.0f} s",
                       flush=True)
+    if jobs:  # what ran is saved; a run that found every study saved writes nothing
+        save_cache()
     return out
 
 
@@ -607,7 +609,6 @@ def main(argv: list[str] | None = None) -> dict:
                 for m in SLOW_PEERS for t in odd for s in slow_seeds] + jobs
         print(f"K={workers}: held-out tasks ({len(odd)}), {len(jobs)} studies", flush=True)
         runs_odd = run_jobs(jobs, args.procs)
-        save_cache()
         runs_odd += recorded_seeds(SLOW_PEERS, odd, seeds[len(slow_seeds):], workers,
                                    min(k_max, GOAL_BUDGET))
         recorded = recorded_runs(EARLIER, odd, seeds, workers, k_max)
@@ -678,7 +679,6 @@ def choice_main(args: argparse.Namespace) -> dict:
             for m in ALL if m not in SLOW_PEERS for t in even for s in seeds]
     print(f"K={workers}: even tasks ({len(even)}), {len(jobs)} studies", flush=True)
     runs = run_jobs(jobs, args.procs)
-    save_cache()
     ref = _ref(ref_info, runs, even)
     methods = [m for m in ALL if m not in SLOW_PEERS]
     an = analyse(runs, methods, even, seeds, ref, workers, SHIPPED, fte)
