@@ -220,12 +220,9 @@ def recorded_runs(methods: tuple[str, ...], tasks: list[str], seeds: list[int], 
                   fte: float) -> list[dict]:
     """The studies of ``methods`` an earlier run left in RUNS for exactly these tasks, seeds,
     K and budget; a method missing any of them is left out."""
-    out = []
-    for m in methods:
-        runs = recorded_seeds((m,), tasks, seeds, workers, fte)
-        if len(runs) == len(tasks) * len(seeds):
-            out += runs
-    return out
+    runs = recorded_seeds(methods, tasks, seeds, workers, fte)
+    full = {m for m in methods if sum(r["method"] == m for r in runs) == len(tasks) * len(seeds)}
+    return [r for r in runs if r["method"] in full]
 
 
 def recorded_seeds(methods: tuple[str, ...], tasks: list[str], seeds: list[int], workers: int,
