@@ -176,6 +176,14 @@ def prepare_local_cluster() -> None:
     os.makedirs(temp_dir, exist_ok=True)
 
 
+def write_cluster_address(address: str, temp_dir: str) -> None:
+    """Name ``address`` as the cluster of ``temp_dir``: a job's supervisor gives its driver
+    the address in its own node's temp dir (``ray_current_cluster``) and, finding none there,
+    any Ray instance running on the machine. ``ray.cluster_utils.Cluster`` writes it only
+    in Ray's default temp dir."""
+    _attr("ray._private.utils", "write_ray_address", "the cluster address file")(address, temp_dir)
+
+
 def token_path() -> str:
     """Where Ray reads its token: ``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``."""
     return os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(
@@ -476,6 +484,7 @@ def check() -> None:
     _check_mixin_hook()
     check_env_switches()
     local_cluster_class()
+    _attr("ray._private.utils", "write_ray_address", "the cluster address file")
     cluster_config_validator()
     for name in ("_internal_kv_put", "_internal_kv_get", "_internal_kv_list"):
         _kv(name)

@@ -112,6 +112,7 @@ class LocalSpotCluster:
         if self._dashboard:
             head["dashboard_port"] = _free_port()
         self.cluster = Cluster(initialize_head=True, head_node_args=head)
+        ray_compat.write_cluster_address(self.cluster.address, temp_dir)
         for kind in self._kinds:
             self._add(kind)
         self.cluster.wait_for_nodes()
