@@ -70,6 +70,7 @@ def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettin
     """Run a study from validated parts (what ``tune`` and ``tuner run`` share)."""
     from tuner import engine
 
+    engine.check_address(settings.ray_address)
     remote = is_remote(settings.storage_path)
     # The record and the Optuna journal stay with the driver (on-demand head); checkpoints
     # and Tune's experiment state go to storage_path, local or s3://.
@@ -158,6 +159,7 @@ def resume(path: str, trainable: Callable[..., Any] | None = None,
     path = os.path.abspath(path)
     with StudyLock(path):
         record = StudyRecord.load(path)
+        engine.check_address(ray_address or record.study_settings().ray_address)
         source = os.path.join(path, RECORD_FILE)
         settings = record.study_settings()
         # a study its budget stopped goes on with new trials: the ones it had started stay

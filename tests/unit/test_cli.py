@@ -7,6 +7,7 @@ no Ray cluster is started. A test that fakes something says what in its docstrin
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -193,3 +194,21 @@ def test_prices_into_a_closed_pipe_exits_quietly(tmp_path):
         os.close(write)
     assert proc.stderr == ""
     assert proc.returncode == 141  # as a command killed by SIGPIPE
+
+
+def test_a_ray_address_where_no_cluster_listens_fails_in_seconds(tmp_path):
+    """RAY_ADDRESS names a closed port on 127.0.0.1 (a stopped cluster): one line, at once,
+    instead of Ray's minutes of connection warnings; no study is started."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    (tmp_path / "mytrain.py").write_text("def train(config):\n    pass\n")
+    (tmp_path / "exp.yaml").write_text(
+        "trainable: mytrain:train\nspace: {x: {type: float, low: 0, high: 1}}\nmetric: acc\n")
+    out = subprocess.run([sys.executable, "-m", "tuner.cli", "run", "exp.yaml"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "RAY_ADDRESS": closed})
+    assert out.returncode == 1, out.stderr  # the study's trouble, not the input's (2)
+    assert out.stderr.startswith(f"error: no Ray cluster answers at {closed} (RAY_ADDRESS)")
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not (tmp_path / "tuner_results").exists() and not (tmp_path / "mlflow.db").exists()

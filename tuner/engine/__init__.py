@@ -17,6 +17,7 @@ cluster, build, fit and restore the Tuner).
 
 from tuner.engine.run import (
     can_restore,
+    check_address,
     connect,
     fail_running_optuna_trials,
     resume_study,
@@ -29,6 +30,7 @@ from tuner.engine.trial import STATE_FILE, current_trial_id, get_checkpoint, nod
 __all__ = [
     "STATE_FILE",
     "can_restore",
+    "check_address",
     "connect",
     "current_trial_id",
     "fail_running_optuna_trials",

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -29,6 +30,23 @@ from tuner.search_space import SearchSpace
 
 def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
+
+
+def check_address(address: str | None) -> None:
+    """Fail in seconds when nothing listens at the cluster address a study would join
+    (``address``, else RAY_ADDRESS): Ray's driver retries such an address for minutes,
+    printing only warnings."""
+    joining = address or os.environ.get("RAY_ADDRESS")
+    where = "ray_address" if address else "RAY_ADDRESS"
+    host, colon, port = (joining or "").removeprefix("ray://").rpartition(":")
+    if not colon or not port.isdigit() or "://" in host:
+        return  # none (a local cluster), "auto", "local": ray.init decides
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise StudyError(f"no Ray cluster answers at {joining} ({where}): "
+                         f"{exc.strerror or exc}; check the address and that the cluster is "
+                         f"up, or unset {where} to run on a new local cluster") from None
 
 
 def connect(address: str | None, labels: Mapping[str, str] | None = None) -> None:
