@@ -90,6 +90,7 @@ class StudyBook:
         self._max_iteration_s, self._max_iteration_usd = \
             self.meter.longest_and_dearest_iteration()
         self._alerts = sorted(settings.budget_alerts)
+        self._cost_logged: set[str] = set()  # trials whose cost went to MLflow with a result
         self.record.price_note = self.price_note
         self._clock = clock
         if self.record.bill_since is None:  # the first driver: the bill starts now
@@ -302,6 +303,7 @@ class StudyBook:
             entry.lost_iterations = cost.lost_iterations
             entry.market, entry.instance_type = info.market.value, info.instance_type
             logged["tuner.cost_usd"] = cost.cost_usd
+            self._cost_logged.add(trial_id)
             self._update_totals()
             if metric in metrics and self._is_new_best(metrics[metric]):
                 self.record.cost_to_best_usd = self.record.cost["cost_usd"]
@@ -319,10 +321,12 @@ class StudyBook:
         if error:
             entry.error = error
         self._track(trial_id)
-        self.tracker.log_metrics(trial_id, {
-            "tuner.cost_usd": entry.cost_usd, "tuner.wasted_usd": entry.wasted_usd,
-            "tuner.lost_iterations": float(entry.lost_iterations),
-            "tuner.preemptions": float(entry.preemptions)}, entry.iterations)
+        totals = {"tuner.wasted_usd": entry.wasted_usd,
+                  "tuner.lost_iterations": float(entry.lost_iterations),
+                  "tuner.preemptions": float(entry.preemptions)}
+        if trial_id not in self._cost_logged:  # else its last result logged it, at this step
+            totals["tuner.cost_usd"] = entry.cost_usd
+        self.tracker.log_metrics(trial_id, totals, entry.iterations)
         self.tracker.end_run(trial_id, status.value, {
             "tuner.iterations": entry.iterations, "tuner.restarts": entry.restarts,
             "tuner.preempted": str(entry.preemptions > 0).lower(),

@@ -510,3 +510,22 @@ def test_a_resumed_study_still_knows_what_an_iteration_costs_and_stops_before_th
     again = StudyBook(book.record.path, verbose=False, clock=clock)
     again.nodes_seen([ray_node("n1")])
     assert again.over_budget()
+
+
+def test_a_trials_cost_goes_to_mlflow_once_a_step(make_book, monkeypatch):
+    """Its end adds no second point at its last step (MLflow's store keeps both when their
+    times differ by a millisecond; here the writes are counted as the tracker gets them)."""
+    clock = Clock()
+    book = make_book(clock=clock)
+    logged = []
+    log = book.tracker.log_metrics
+    monkeypatch.setattr(book.tracker, "log_metrics", lambda ref, metrics, step: (
+        logged.extend(step for k in metrics if k == "tuner.cost_usd"), log(ref, metrics, step)))
+    book.nodes_seen([ray_node("n1")])
+    book.trial_started("t1", {"lr": 0.1})
+    for step, acc in ((1, 0.5), (2, 0.7)):
+        report(book, clock, "t1", step, acc)
+    book.trial_ended("t1", TrialStatus.PRUNED)
+    book.trial_started("t2", {"lr": 0.2})  # ends before its first result: its cost, 0, once
+    book.trial_ended("t2", TrialStatus.FAILED, error="boom")
+    assert logged == [1, 2, 0]
