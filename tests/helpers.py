@@ -38,13 +38,13 @@ def train(config):
 '''
 
 
-def start_cluster(tmp_path, *args, program=None):
+def start_cluster(tmp_path, *args, program=None, env=None):
     """`tuner cluster up --local --address-file F *args` (or ``program``, a command that
-    takes the same two first arguments), up once F is written."""
+    takes the same two first arguments), up once F is written; ``env`` as ``user_env``'s."""
     address_file = tmp_path / "cluster.json"
     proc = subprocess.Popen(
         [*(program or [os.path.join(BIN, "tuner"), "cluster", "up", "--local"]),
-         "--address-file", str(address_file), *args], env=user_env(),
+         "--address-file", str(address_file), *args], env=user_env(**(env or {})),
         stdout=open(tmp_path / "cluster.log", "w"), stderr=subprocess.STDOUT,
         start_new_session=True)
     deadline = time.monotonic() + 120

@@ -23,7 +23,7 @@ from tuner.lock import LOCK_FILE, StudyLock
 from tuner.record import OPTUNA_JOURNAL, RECORD_FILE, StudyRecord, StudyState
 from tuner.result import TuneResult
 from tuner.search_space import SearchSpace, load_space, parse_space
-from tuner.tracking import Tracker, default_uri, flush_all
+from tuner.tracking import DEFAULT_URI, Tracker, flush_all
 
 
 def tune(trainable: Callable[..., Any],
@@ -72,9 +72,11 @@ def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettin
 
     engine.check_address(settings.ray_address)
     remote = is_remote(settings.storage_path)
+    base = _base(verbose)
     # The record and the Optuna journal stay with the driver (on-demand head); checkpoints
     # and Tune's experiment state go to storage_path, local or s3://.
-    results = os.path.abspath("tuner_results" if remote else settings.storage_path)
+    results = os.path.abspath(os.path.join(base, "tuner_results" if remote
+                                           else settings.storage_path))
     name, path = _study_dir(results, settings.name, _stem(space.source))
     tune_path = f"{settings.storage_path.rstrip('/')}/{name}" if remote else path
     with StudyLock(path):
@@ -86,7 +88,7 @@ def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettin
             if verbose:
                 print(f"[tuner] seed {settings.seed} (random; seed={settings.seed} repeats "
                       f"the search)", flush=True)
-        uri = absolute_uri(settings.mlflow_uri or default_uri())
+        uri = absolute_uri(settings.mlflow_uri or DEFAULT_URI, base)
         experiment = settings.mlflow_experiment or name
         params = {k: v for k, v in asdict(settings).items() if v is not None}
         # The record first: whatever fails after it, `tuner resume` finds the study.
@@ -136,14 +138,31 @@ def _study_dir(results: str, name: str | None, stem: str) -> tuple[str, str]:
     raise StudyError(f"{results}: no free study name after {base}-999; pass a name")
 
 
-def absolute_uri(uri: str) -> str:
+def absolute_uri(uri: str, base: str = ".") -> str:
     """A tracking URI that means the same store from any working directory: a relative
-    ``sqlite:///mlflow.db`` (or a bare path) becomes absolute, as of now."""
+    ``sqlite:///mlflow.db`` (or a bare path) becomes absolute, resolved against ``base``."""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + os.path.abspath(uri[len("sqlite:///"):])
+        return "sqlite:///" + os.path.abspath(os.path.join(base, uri[len("sqlite:///"):]))
     if "://" not in uri and not uri.startswith(("file:", "databricks")):
-        return os.path.abspath(uri)
+        return os.path.abspath(os.path.join(base, uri))
     return uri
+
+
+def _base(verbose: bool) -> str:
+    """What a study's relative paths (``storage_path``, a sqlite ``mlflow_uri``) resolve
+    against: the working directory, except in the driver of a Ray job submitted with
+    ``--working-dir``, which runs in a copy Ray deletes with its session. There, the home
+    directory (Ray Tune keeps ``~/ray_results`` for the same reason), where ``ray attach``
+    lands and ``tuner report tuner_results/<name>`` finds the study."""
+    from tuner import ray_compat
+
+    if not ray_compat.job_working_dir():
+        return os.getcwd()
+    home = os.path.expanduser("~")
+    if verbose:
+        print(f"[tuner] this job runs in a temporary copy of its working_dir: the study's "
+              f"relative paths are kept under {home} instead", flush=True)
+    return home
 
 
 def resume(path: str, trainable: Callable[..., Any] | None = None,

@@ -9,7 +9,8 @@ cluster's status, idle drains and node groups (the local cluster's idle scale-do
 token-auth set-up that ``ray.init()`` does only for clusters it starts itself, the two
 files of Tune's experiment snapshot that a resume reconciles, Tune's handling of a
 reused actor that dies before the next trial starts on it, and the log line Tune writes
-for a trial's lost task (a preemption it handles is no error to show).
+for a trial's lost task (a preemption it handles is no error to show), the address file a
+job's supervisor reads and the runtime env it hands the job's driver.
 Private APIs move between releases; a moved one must stop the product with a line
 naming the Ray version it was built for, never let it run on silently (a study that no
 longer checkpoints on a notice, or charges every trial $0).
@@ -22,6 +23,7 @@ runs it against the installed Ray, so an upgrade breaks the build, not a user's 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from collections.abc import Callable, Collection, Iterable
 from functools import cache
@@ -182,6 +184,18 @@ def write_cluster_address(address: str, temp_dir: str) -> None:
     any Ray instance running on the machine. ``ray.cluster_utils.Cluster`` writes it only
     in Ray's default temp dir."""
     _attr("ray._private.utils", "write_ray_address", "the cluster address file")(address, temp_dir)
+
+
+def job_working_dir() -> str | None:
+    """The ``working_dir`` of the Ray job this process is the driver of (``ray job submit
+    --working-dir``), if any: Ray runs such a driver in a copy it deletes with the session."""
+    name = _attr("ray._private.runtime_env.constants", "RAY_JOB_CONFIG_JSON_ENV_VAR",
+                 "the runtime env of a job's driver")
+    try:
+        runtime_env = json.loads(os.environ.get(name) or "{}").get("runtime_env") or {}
+        return str(runtime_env["working_dir"]) if runtime_env.get("working_dir") else None
+    except (ValueError, AttributeError):
+        return None
 
 
 def token_path() -> str:
@@ -485,6 +499,7 @@ def check() -> None:
     check_env_switches()
     local_cluster_class()
     _attr("ray._private.utils", "write_ray_address", "the cluster address file")
+    job_working_dir()
     cluster_config_validator()
     for name in ("_internal_kv_put", "_internal_kv_get", "_internal_kv_list"):
         _kv(name)

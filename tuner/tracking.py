@@ -42,8 +42,11 @@ _STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
            "stopped": "KILLED", "interrupted": "KILLED", "running": "RUNNING"}
 
 
+DEFAULT_URI = "sqlite:///mlflow.db"  # in the working directory (mlflow 3 refuses ./mlruns)
+
+
 def default_uri() -> str:
-    """A sqlite store in the working directory (mlflow 3 refuses a bare ./mlruns)."""
+    """:data:`DEFAULT_URI`, absolute."""
     return f"sqlite:///{os.path.abspath('mlflow.db')}"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -68,37 +69,42 @@ def test_a_study_under_frequent_preemptions_loses_no_trial(tmp_path):
 
 
 def test_an_example_runs_unchanged_under_ray_job_submit(tmp_path):
-    """The job runs on the cluster it was submitted to, though another Ray instance runs on
+    """`ray job submit --working-dir . -- python examples/digits_mlp.py`, as the README shows
+    it. The job runs on the cluster it was submitted to, though another Ray instance runs on
     the machine (a second local cluster, of m5.xlarge nodes): Ray's job supervisor gives
-    its driver the address named in its own cluster's temp dir, else any instance it finds."""
+    its driver the address named in its own cluster's temp dir, else any instance it finds.
+    The study outlives the job's copy of its working dir (deleted with the cluster): its
+    relative paths land in the home directory."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    work, home = tmp_path / "checkout", tmp_path / "home"
+    for folder in ("examples", "search_spaces"):
+        shutil.copytree(os.path.join(root, folder), work / folder)
+    home.mkdir()
     (tmp_path / "decoy").mkdir()
     decoy, decoy_info = start_cluster(tmp_path / "decoy", "--worker", "m5.xlarge:on-demand:1")
-    cluster, info = start_cluster(tmp_path, "--dashboard", "--worker", "c5.xlarge:on-demand:2")
+    cluster, info = start_cluster(tmp_path, "--dashboard", "--worker", "c5.xlarge:on-demand:2",
+                                  env={"HOME": str(home)})
     try:
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         for _ in range(30):  # the head's dashboard agent may still be starting
-            out = _submit(info, root, tmp_path)
+            out = subprocess.run(
+                [os.path.join(BIN, "ray"), "job", "submit", "--address", info["dashboard"],
+                 "--working-dir", ".", "--", sys.executable, "examples/digits_mlp.py",
+                 "--num-samples", "3", "--max-epochs", "3", "--name", "job"],
+                cwd=work, env={**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token"},
+                capture_output=True, text=True, timeout=400)
             if "No available agent to submit job" not in out.stderr + out.stdout:
                 break
             time.sleep(2)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         assert "Best val_accuracy" in out.stdout
+        assert f"relative paths are kept under {home}" in out.stdout
     finally:
         leftover = stop_cluster(cluster, info) + stop_cluster(decoy, decoy_info)
-    record = json.loads((tmp_path / "results" / "job" / "tuner_study.json").read_text())
+    record = json.loads((home / "tuner_results" / "job" / "tuner_study.json").read_text())
     assert len(record["trials"]) == 3
     assert {t["instance_type"] for t in record["trials"].values()} == {"c5.xlarge"}
+    assert record["mlflow_uri"] == f"sqlite:///{home}/mlflow.db"
+    assert len(MlflowClient(record["mlflow_uri"]).search_runs(
+        [MlflowClient(record["mlflow_uri"]).get_experiment_by_name("job").experiment_id])) == 4
     assert leftover == []
-
-
-def _submit(info, root, tmp_path):
-    return subprocess.run(
-            # The cluster is on this machine, so the job needs no --working-dir upload
-            # (README shows the remote form, with --working-dir .).
-            [os.path.join(BIN, "ray"), "job", "submit", "--address", info["dashboard"], "--",
-             sys.executable,
-             os.path.join(root, "examples", "digits_mlp.py"), "--num-samples", "3", "--max-epochs", "3",
-             "--name", "job", "--storage-path", str(tmp_path / "results"),
-             "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db"],
-            env={**os.environ, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True,
-            timeout=400)
+    assert not os.path.exists(info["temp_dir"])  # its nodes' logs and the job's copy

@@ -183,3 +183,18 @@ def test_preparing_keeps_a_token_that_exists_and_a_mode_the_user_chose(tmp_path)
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == (mode or "token")
         assert (home / ".ray" / "auth_token").read_text() == "mine"
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ('{"runtime_env": {"working_dir": "gcs://_ray_pkg_1.zip"}}', "gcs://_ray_pkg_1.zip"),
+    ('{"runtime_env": {"pip": ["x"]}}', None),  # a job without --working-dir
+    ('{"runtime_env": null}', None), ("not json", None), (None, None)])
+def test_a_jobs_driver_knows_it_runs_in_a_copy_of_its_working_dir(monkeypatch, value, expected):
+    """What Ray's job supervisor hands its driver (the environment variable it sets)."""
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    if value is None:
+        monkeypatch.delenv(RAY_JOB_CONFIG_JSON_ENV_VAR, raising=False)
+    else:
+        monkeypatch.setenv(RAY_JOB_CONFIG_JSON_ENV_VAR, value)
+    assert ray_compat.job_working_dir() == expected

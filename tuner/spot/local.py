@@ -11,12 +11,13 @@ autoscaler does with ``idle_timeout_minutes``: a worker none of whose resources 
 in use for that long is drained (a drain the node refuses once work lands on it) and
 removed, and a removed kind comes back when resources are asked for that the live nodes
 cannot give (:class:`IdleScaler` decides, on time passed in). It stops only the processes
-it started.
+it started, and removes the temp dir it made.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import socket
 import tempfile
@@ -131,6 +132,8 @@ class LocalSpotCluster:
             self._workers.clear()
         if self.cluster is not None:
             self.cluster.shutdown()
+        if self.temp_dir:  # made by start(): the nodes' sockets, logs and unpacked jobs
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def spot_nodes(self) -> list[str]:
         with self._lock:
