@@ -73,6 +73,7 @@ def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettin
     engine.check_address(settings.ray_address)
     remote = is_remote(settings.storage_path)
     base = _base(verbose)
+    engine.preflight(settings)
     # The record and the Optuna journal stay with the driver (on-demand head); checkpoints
     # and Tune's experiment state go to storage_path, local or s3://.
     results = os.path.abspath(os.path.join(base, "tuner_results" if remote

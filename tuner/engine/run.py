@@ -160,6 +160,14 @@ def _ship_by_value(trainable: Callable[..., Any]) -> None:
         ray.cloudpickle.register_pickle_by_value(module)
 
 
+def preflight(settings: StudySettings) -> None:
+    """Join (or start) the study's cluster and check that its trials fit a node: before
+    the study is recorded, so one refused leaves nothing behind to resume or to clash
+    with its corrected run's name. ``run_study`` then finds Ray connected."""
+    connect(settings.ray_address, _local_labels(settings))
+    _check_schedulable(settings.resources_per_trial)
+
+
 def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettings,
               experiment_dir: str, tune_path: str, verbose: bool = True) -> None:
     """Run a new study whose record already exists in ``experiment_dir``; Tune keeps its
