@@ -66,13 +66,15 @@ def tune(trainable: Callable[..., Any],
 
 def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettings,
         trainable_ref: str | None = None, base_dir: str = ".",
-        verbose: bool = True) -> TuneResult:
-    """Run a study from validated parts (what ``tune`` and ``tuner run`` share)."""
+        verbose: bool = True, source: str = "tune()") -> TuneResult:
+    """Run a study from validated parts (what ``tune`` and ``tuner run`` share); errors in
+    ``settings`` name ``source``."""
     from tuner import engine
 
     engine.check_address(settings.ray_address)
     remote = is_remote(settings.storage_path)
     base = _base(verbose)
+    _check_writable(settings, source, remote, base)
     engine.preflight(settings)
     # The record and the Optuna journal stay with the driver (on-demand head); checkpoints
     # and Tune's experiment state go to storage_path, local or s3://.
@@ -119,6 +121,37 @@ def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettin
         finally:
             _close(path, tracker)
     return TuneResult.load(path)
+
+
+def _check_writable(settings: StudySettings, source: str, remote: bool, base: str) -> None:
+    """Refuse a local storage_path or sqlite mlflow_uri the study could not write, before
+    it makes anything there (relative ones resolve against ``base``)."""
+    why = None if remote else _unwritable_dir(os.path.join(base, settings.storage_path))
+    if why:
+        raise ConfigError(source, "storage_path", f"{settings.storage_path!r} cannot hold the "
+                          f"study ({why}); pass a directory you can write to")
+    uri = settings.mlflow_uri or DEFAULT_URI
+    if uri.startswith("sqlite:///"):
+        db = absolute_uri(uri, base)[len("sqlite:///"):].partition("?")[0]
+        why = (f"{db} is a directory" if os.path.isdir(db) else f"{db} is not writable"
+               if os.path.exists(db) and not os.access(db, os.R_OK | os.W_OK)
+               else _unwritable_dir(os.path.dirname(db)))
+        if why:
+            raise ConfigError(source, "mlflow_uri", f"{uri!r} cannot be written ({why}); pass "
+                              f"a sqlite:/// path in a directory you can write to, e.g. "
+                              f"sqlite:///mlflow.db")
+
+
+def _unwritable_dir(path: str) -> str | None:
+    """Why no file can be written in directory ``path`` (made if missing), or None."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):  # a missing directory is made in the nearest one there
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
 
 
 def _study_dir(results: str, name: str | None, stem: str) -> tuple[str, str]:

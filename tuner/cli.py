@@ -139,7 +139,7 @@ def _run(args: argparse.Namespace) -> int:
         settings = with_overrides(settings, "command line", **overrides)
     trainable = exp.load_trainable()
     result = api.run(trainable, exp.space, settings, trainable_ref=exp.trainable,
-                     base_dir=exp.base_dir, verbose=not args.quiet)
+                     base_dir=exp.base_dir, verbose=not args.quiet, source=exp.source)
     return _summary(result)
 
 

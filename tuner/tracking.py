@@ -183,7 +183,6 @@ class Tracker:
                  flush_timeout_s: float = 120.0) -> None:
         self.uri = uri or default_uri()
         _probe(self.uri)
-        self._client = _client(self.uri)
         self._runs: dict[str, str] = {}  # trial id -> its run id
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -195,6 +194,7 @@ class Tracker:
         self._died: str | None = None  # why the writer thread stopped, if it did
         _TRACKERS.add(self)
         try:
+            self._client = _client(self.uri)
             with _schema_lock(self.uri):  # two studies may share an experiment
                 found = self._client.get_experiment_by_name(experiment)
                 self.experiment_id = (found.experiment_id if found is not None else

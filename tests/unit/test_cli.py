@@ -212,3 +212,40 @@ def test_a_ray_address_where_no_cluster_listens_fails_in_seconds(tmp_path):
     assert out.stderr.startswith(f"error: no Ray cluster answers at {closed} (RAY_ADDRESS)")
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert not (tmp_path / "tuner_results").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def _study_files(tmp_path, setting):
+    (tmp_path / "mytrain.py").write_text("def train(config):\n    pass\n")
+    (tmp_path / "exp.yaml").write_text("trainable: mytrain:train\nspace: {x: {type: float, low: "
+                                       f"0, high: 1}}}}\nmetric: acc\n{setting}\n")
+    return str(tmp_path / "exp.yaml")
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("storage_path: afile/results", "exp.yaml: storage_path: 'afile/results' cannot hold the "
+     "study ({tmp}/afile is a file, not a directory); pass a directory you can write to"),
+    ("mlflow_uri: sqlite:///afile/m.db", "exp.yaml: mlflow_uri: 'sqlite:///afile/m.db' cannot "
+     "be written ({tmp}/afile is a file, not a directory); pass a sqlite:/// path in a "
+     "directory you can write to, e.g. sqlite:///mlflow.db"),
+])
+def test_a_study_that_could_not_write_its_files_is_refused_before_anything_is_made(
+        tmp_path, capsys, monkeypatch, setting, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    code, _, err = main(capsys, "run", _study_files(tmp_path, setting))
+    assert one_line_error(code, err) == f"error: {message.format(tmp=tmp_path)}"
+    assert sorted(os.listdir(tmp_path)) == ["afile", "exp.yaml", "mytrain.py"], os.listdir(tmp_path)
+
+
+def test_a_storage_path_in_a_directory_without_write_permission_is_refused(tmp_path, capsys,
+                                                                           monkeypatch):
+    """Fakes the permission (tests may run as root, who writes anywhere)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ro").mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: p != str(tmp_path / "ro") and access(p, mode))
+    code, _, err = main(capsys, "run", _study_files(tmp_path, "storage_path: ro/results"))
+    assert one_line_error(code, err) == (
+        f"error: exp.yaml: storage_path: 'ro/results' cannot hold the study ({tmp_path}/ro is "
+        f"not writable); pass a directory you can write to")
+    assert os.listdir(tmp_path / "ro") == [] and not (tmp_path / "mlflow.db").exists()

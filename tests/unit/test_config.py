@@ -166,3 +166,17 @@ def test_tune_refuses_a_space_that_is_no_space():
     with pytest.raises(ConfigError, match=r"^tune\(\): space: must be a path to a space YAML, "
                                           r"a mapping of parameters or a SearchSpace, got int 5"):
         tuner.tune(lambda config: None, space=5, metric="acc")
+
+
+def test_tune_refuses_a_storage_path_it_could_not_write_before_making_anything(tmp_path,
+                                                                              monkeypatch):
+    import tuner
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ConfigError, match=r"^tune\(\): storage_path: 'afile/results' cannot "
+                                          r"hold the study \(.*/afile is a file, not a "
+                                          r"directory\); pass a directory you can write to$"):
+        tuner.tune(lambda config: None, {"x": {"type": "float", "low": 0, "high": 1}},
+                   metric="acc", storage_path="afile/results")
+    assert os.listdir(tmp_path) == ["afile"]
