@@ -30,11 +30,41 @@ def read_text(path: str) -> str:
                           f"permissions") from None
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first_line: int) -> None:
+        super().__init__(f"key {key!r} is given twice")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, but a mapping that gives a key twice is refused: PyYAML
+    keeps the last silently. Keys a ``<<: *anchor`` merge brings in may be overridden."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, key_node.start_mark.line + 1, seen[key] + 1)
+            except TypeError:  # an unhashable key: the constructor says so
+                break
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str) -> Any:
-    """Parse a YAML file; an unreadable file or a syntax error becomes a ConfigError."""
+    """Parse a YAML file; an unreadable file, a syntax error or a key given twice in one
+    mapping becomes a ConfigError."""
     text = read_text(path)
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
+    except _DuplicateKey as exc:
+        raise ConfigError(os.path.basename(path), f"line {exc.line}", f"key {exc.key!r} is "
+                          f"given twice in one mapping (first on line {exc.first_line}); keep "
+                          f"one of them") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(os.path.basename(path), f"line {mark.line + 1}" if mark else "",

@@ -180,3 +180,20 @@ def test_tune_refuses_a_storage_path_it_could_not_write_before_making_anything(t
         tuner.tune(lambda config: None, {"x": {"type": "float", "low": 0, "high": 1}},
                    metric="acc", storage_path="afile/results")
     assert os.listdir(tmp_path) == ["afile"]
+
+
+def test_a_setting_given_twice_is_refused(tmp_path):
+    path = write(tmp_path, "trainable: mytrain:train\nspace: space.yaml\nmetric: acc\n"
+                           "num_samples: 50\nmode: max\nnum_samples: 5\n")
+    with pytest.raises(ConfigError, match=r"^exp.yaml: line 6: key 'num_samples' is given twice "
+                                          r"in one mapping \(first on line 4\); keep one of them$"):
+        load_experiment(path)
+
+
+def test_yaml_merge_keys_may_be_overridden(tmp_path):
+    """`<<: *anchor` then a key of the anchor's: the YAML way to override a default, no
+    duplicate (Ray cluster configs use it)."""
+    from tuner._files import read_yaml
+
+    (tmp_path / "c.yaml").write_text("base: &b {cpu: 1, gpu: 0}\nnode:\n  <<: *b\n  cpu: 4\n")
+    assert read_yaml(str(tmp_path / "c.yaml"))["node"] == {"cpu": 4, "gpu": 0}

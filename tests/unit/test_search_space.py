@@ -188,3 +188,23 @@ def test_broken_yaml_names_the_line(tmp_path):
     path.write_text("lr: {type: float\nx: [\n")
     with pytest.raises(ConfigError, match=r"^broken.yaml: line \d+: not valid YAML"):
         load_space(path)
+
+
+def test_a_parameter_given_twice_is_refused_with_its_lines(tmp_path):
+    path = tmp_path / "mlp.yaml"
+    path.write_text("lr: {type: float, low: 0.1, high: 1}\nwidth: {type: int, low: 8, high: 64}\n"
+                    "lr: {type: float, low: 0.01, high: 1, log: true}\n")
+    with pytest.raises(ConfigError, match=r"^mlp.yaml: line 3: key 'lr' is given twice in one "
+                                          r"mapping \(first on line 1\); keep one of them$"):
+        load_space(path)
+
+
+def test_a_key_given_twice_inside_a_parameter_is_refused(tmp_path):
+    path = tmp_path / "mlp.yaml"
+    path.write_text("lr:\n  type: float\n  low: 0.1\n  high: 1\n  low: 0.2\n")
+    with pytest.raises(ConfigError, match=r"^mlp.yaml: line 5: key 'low' is given twice"):
+        load_space(path)
+    path.write_text("lr: {type: float, low: 0.1, high: 1, low: 0.2}\n")
+    with pytest.raises(ConfigError, match=r"^mlp.yaml: line 1: key 'low' is given twice in one "
+                                          r"mapping \(first on line 1\)"):
+        load_space(path)
