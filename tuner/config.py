@@ -247,6 +247,9 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
         raise ConfigError(source, "", "an experiment file is a mapping with at least "
                           "`trainable:`, `space:` and `metric:`")
     for key in data:
+        if key in _SCHEDULER_KEYS:
+            raise ConfigError(source, key, f"is an ASHA setting and goes under `scheduler:`, "
+                              f"e.g. `scheduler: {{{key}: {data[key]}}}`")
         if key not in _EXPERIMENT_KEYS:
             raise unknown_key(source, str(key), _EXPERIMENT_KEYS)
     for key in ("trainable", "space", "metric"):
@@ -279,6 +282,10 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
         raise ConfigError(source, "scheduler", "must be a mapping of max_t, grace_period, "
                           "reduction_factor")
     for key in scheduler:
+        if key in _EXPERIMENT_KEYS:
+            raise ConfigError(source, f"scheduler.{key}", f"is not an ASHA setting (those are "
+                              f"{', '.join(sorted(_SCHEDULER_KEYS))}); put it at the top level, "
+                              f"e.g. `{key}: {scheduler[key]}`")
         if key not in _SCHEDULER_KEYS:
             raise unknown_key(source, str(key), _SCHEDULER_KEYS, where="scheduler")
     settings.update(scheduler)
@@ -304,6 +311,10 @@ def settings_from(values: Mapping[str, Any], source: str) -> StudySettings:
     default; errors name ``source`` (a file name, ``tune()``, ``command line``)."""
     values = {k: v for k, v in values.items() if v is not UNSET}
     for key in values:
+        if key == "scheduler" and isinstance(values[key], Mapping):  # tune(scheduler={...})
+            keywords = ", ".join(f"{k}={v!r}" for k, v in values[key].items())
+            raise ConfigError(source, key, f"is the experiment file's section; pass its "
+                              f"settings as keywords of their own: tune(..., {keywords})")
         if key not in _SETTING_KEYS:
             raise unknown_key(source, str(key), _SETTING_KEYS)
     if isinstance(values.get("budget_alerts"), list):

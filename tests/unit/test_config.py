@@ -197,3 +197,35 @@ def test_yaml_merge_keys_may_be_overridden(tmp_path):
 
     (tmp_path / "c.yaml").write_text("base: &b {cpu: 1, gpu: 0}\nnode:\n  <<: *b\n  cpu: 4\n")
     assert read_yaml(str(tmp_path / "c.yaml"))["node"] == {"cpu": 4, "gpu": 0}
+
+
+@pytest.mark.parametrize("key, value", [("max_t", 10), ("grace_period", 2),
+                                        ("reduction_factor", 3)])
+def test_a_scheduler_setting_at_top_level_is_sent_under_scheduler(tmp_path, key, value):
+    path = write(tmp_path, f"trainable: mytrain:train\nspace: space.yaml\nmetric: acc\n"
+                           f"{key}: {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    assert str(info.value) == (f"exp.yaml: {key}: is an ASHA setting and goes under "
+                               f"`scheduler:`, e.g. `scheduler: {{{key}: {value}}}`")
+
+
+def test_a_study_setting_under_scheduler_is_sent_to_top_level(tmp_path):
+    path = write(tmp_path, "trainable: mytrain:train\nspace: space.yaml\nmetric: acc\n"
+                           "scheduler: {max_t: 10, num_samples: 5}\n")
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    assert str(info.value) == ("exp.yaml: scheduler.num_samples: is not an ASHA setting "
+                               "(those are grace_period, max_t, reduction_factor); put it at the "
+                               "top level, e.g. `num_samples: 5`")
+
+
+def test_tune_given_a_scheduler_mapping_is_told_to_pass_its_keys_as_keywords():
+    import tuner
+
+    with pytest.raises(ConfigError) as info:
+        tuner.tune(lambda config: None, {"x": {"type": "float", "low": 0, "high": 1}},
+                   metric="acc", scheduler={"max_t": 10, "grace_period": 1})
+    assert str(info.value) == ("tune(): scheduler: is the experiment file's section; pass its "
+                               "settings as keywords of their own: tune(..., max_t=10, "
+                               "grace_period=1)")
