@@ -279,7 +279,7 @@ def _dashboard(args: argparse.Namespace) -> int:
 def _estimate(args: argparse.Namespace) -> int:
     from tuner.config import load_experiment
     from tuner.errors import ConfigError
-    from tuner.estimate import estimate, measured_seconds_per_iteration
+    from tuner.estimate import duration, estimate, measured_seconds_per_iteration
     from tuner.record import StudyRecord
     from tuner.summary import money
 
@@ -300,7 +300,7 @@ def _estimate(args: argparse.Namespace) -> int:
           f"eta={s.reduction_factor:g}: about {e.iterations:.0f} iterations of {spi:.3g} s "
           f"({source})")
     print(f"on {e.instance_type} in {e.region}, {e.concurrency} trials at a time: "
-          f"about {e.wall_seconds / 60:.1f} min")
+          f"about {duration(e.wall_seconds)}")
     print(f"  {'workers':9}  {'trials':>12}  {'cluster bill':>12}")
     for market, usd in e.usd.items():
         bill = (e.cluster_usd or {}).get(market, 0.0)

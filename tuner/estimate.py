@@ -67,6 +67,18 @@ def estimate(settings: StudySettings, seconds_per_iteration: float,
                     price.instance_type, price.region, workers, cluster)
 
 
+def duration(seconds: float) -> str:
+    """A study's length as a person reads it: seconds under two minutes, minutes under two
+    hours, hours beyond."""
+    if seconds < 1:
+        return "under 1 s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def measured_seconds_per_iteration(meter_data: dict) -> float | None:
     """Mean seconds a trial held its node per iteration, from a study's record."""
     spans = [end - start for node in meter_data.get("nodes", {}).values()

@@ -60,3 +60,15 @@ def test_cli_estimate_needs_seconds_per_iteration(tmp_path):
                          cwd=os.path.join(ROOT, "examples"))
     assert out.returncode == 0, out.stderr
     assert "spot" in out.stdout and "on-demand" in out.stdout
+
+
+def test_a_study_of_seconds_is_estimated_in_seconds_and_a_long_one_in_minutes_or_hours():
+    from tuner.estimate import duration
+
+    assert [duration(s) for s in (0.4, 3.1, 59.6, 119, 120, 90 * 60, 2 * 3600, 30 * 3600)] == [
+        "under 1 s", "3 s", "60 s", "119 s", "2 min", "90 min", "2.0 h", "30.0 h"]
+    out = subprocess.run([sys.executable, "-m", "tuner.cli", "estimate",
+                          os.path.join(ROOT, "examples", "digits_mlp.yaml")],
+                         capture_output=True, text=True, cwd=os.path.join(ROOT, "examples"))
+    assert out.returncode == 0, out.stderr
+    assert "2 trials at a time: about 3 s\n" in out.stdout  # 123 iterations of 0.05 s, 2 at once
