@@ -12,6 +12,8 @@ import math
 import os
 import re
 import sys
+import sysconfig
+import traceback
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -346,12 +348,35 @@ def import_trainable(ref: str, source: str = "trainable", base_dir: str = ".") -
             sys.path.insert(0, extra)
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, or an error raised while importing user code
-        raise ConfigError(source, "trainable", f"cannot import module {module_name!r} "
-                          f"({type(exc).__name__}: {exc}); run from the directory that contains "
-                          f"it or install it") from None
+    except Exception as exc:  # not found, or its code raised while it was imported
+        raise ConfigError(source, "trainable", _import_failure(module_name, exc)) from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ConfigError(source, "trainable", f"module {module_name!r} has no function "
                           f"{attr!r}")
     return fn
+
+
+def _import_failure(module_name: str, exc: Exception) -> str:
+    """Why ``module_name`` did not import: not found at all, found but importing a package
+    that is not installed, or its code raised (with the exception's file and line)."""
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if missing is not None and f"{module_name}.".startswith(f"{missing}."):  # it, or its package
+        return (f"cannot import module {module_name!r} ({type(exc).__name__}: {exc}); run "
+                f"from the directory that contains it or install it")
+    # the innermost line of the user's code: not import machinery, the standard library or
+    # an installed package (unless the module is one)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)[1:]  # [1:]: import_trainable
+              if not f.filename.startswith("<")]
+    libraries = tuple({sysconfig.get_path(p) for p in ("stdlib", "platstdlib", "purelib",
+                                                       "platlib")})
+    frames = [f for f in frames if not f.filename.startswith(libraries)] or frames
+    where = (f"{exc.filename}:{exc.lineno}" if isinstance(exc, SyntaxError) else
+             f"{frames[-1].filename}:{frames[-1].lineno}" if frames else module_name)
+    if missing is not None:
+        return (f"module {module_name!r} imports {missing!r}, which is not installed ({where}); "
+                f"install it (pip install {missing.partition('.')[0]}) or run where it is "
+                f"installed")
+    lines = str(exc).strip().splitlines()
+    summary = type(exc).__name__ + (f": {lines[0][:200]}" if lines else "")
+    return f"importing module {module_name!r} raised {summary} ({where}); fix the error there"

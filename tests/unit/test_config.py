@@ -113,7 +113,8 @@ def test_bad_experiments_say_file_key_and_fix(tmp_path, text, message):
 
 def test_a_trainable_that_cannot_be_imported_is_named(tmp_path):
     path = write(tmp_path, "trainable: nosuchmodule:train\nspace: space.yaml\nmetric: acc\n")
-    with pytest.raises(ConfigError, match="exp.yaml: trainable: cannot import module 'nosuchmodule'"):
+    with pytest.raises(ConfigError, match="exp.yaml: trainable: cannot import module 'nosuchmodule' "
+                                          ".*; run from the directory that contains it or install it$"):
         load_experiment(path).load_trainable()
     with pytest.raises(ConfigError, match="module 'mytrain' has no function 'nope'"):
         import_trainable("mytrain:nope", "exp.yaml", str(tmp_path))
@@ -229,3 +230,32 @@ def test_tune_given_a_scheduler_mapping_is_told_to_pass_its_keys_as_keywords():
     assert str(info.value) == ("tune(): scheduler: is the experiment file's section; pass its "
                                "settings as keywords of their own: tune(..., max_t=10, "
                                "grace_period=1)")
+
+
+def _trainable_in(tmp_path, module, code):
+    (tmp_path / f"{module}.py").write_text(code)
+    return write(tmp_path, f"trainable: {module}:train\nspace: space.yaml\nmetric: acc\n")
+
+
+def test_a_trainable_importing_a_missing_package_names_the_package(tmp_path):
+    path = _trainable_in(tmp_path, "needs_pkg", "import os\nimport notinstalled_pkg.sub\n")
+    with pytest.raises(ConfigError, match=r"^exp.yaml: trainable: module 'needs_pkg' imports "
+                                          r"'notinstalled_pkg', which is not installed "
+                                          r"\(.*needs_pkg.py:2\); install it \(pip install "
+                                          r"notinstalled_pkg\) or run where it is installed$"):
+        load_experiment(path).load_trainable()
+
+
+@pytest.mark.parametrize("module, code, error", [
+    ("raises_at_import", "import os\n\nx = 1 / 0\n", "ZeroDivisionError: division by zero "
+     r"\(.*raises_at_import.py:3\)"),
+    ("bad_syntax", "def train(config:\n    pass\n", r"SyntaxError: .* \(.*bad_syntax.py:1\)"),
+    ("raises_in_a_library", "import json\n\njson.loads('{')\n",  # the line is the module's
+     r"JSONDecodeError: Expecting property name .* \(.*raises_in_a_library.py:3\)"),
+], ids=["runtime error", "syntax error", "runtime error in a library"])
+def test_a_trainable_whose_code_raises_on_import_says_so_and_where(tmp_path, module, code,
+                                                                   error):
+    path = _trainable_in(tmp_path, module, code)
+    with pytest.raises(ConfigError, match=f"^exp.yaml: trainable: importing module '{module}' "
+                                          f"raised {error}; fix the error there$"):
+        load_experiment(path).load_trainable()
