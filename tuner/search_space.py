@@ -20,6 +20,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
 from tuner._files import read_yaml
@@ -218,10 +219,28 @@ def _parse_param(source: str, name: str, spec: Mapping[str, Any]) -> Param:
             raise ConfigError(source, f"{name}.step", f"step={step} is larger than the range "
                               f"{low}..{high}, so only low would be sampled; use a step <= "
                               f"{high - low:g} or widen the range")
+        _check_step_fits(source, name, low, high, step, is_int)
     if is_int:
         return IntParam(name, int(low), int(high), log, int(step or 1), when)
     return FloatParam(name, float(low), float(high), log, None if step is None else float(step),
                       when)
+
+
+def _check_step_fits(source: str, name: str, low: float, high: float, step: float,
+                     is_int: bool) -> None:
+    """Refuse a ``high`` that is not ``low`` plus a whole number of steps: Optuna would trim
+    it silently. Decimal, as Optuna's check (``0.1 * 3`` is not ``0.3`` in binary)."""
+    d_low, d_high, d_step = (Decimal(str(v)) for v in (low, high, step))
+    if (d_high - d_low) % d_step == 0:
+        return
+    below = d_low + (d_high - d_low) // d_step * d_step
+
+    def show(value: Decimal | float) -> str:
+        return str(int(value)) if is_int else repr(float(value))
+
+    raise ConfigError(source, f"{name}.high", f"high {show(high)} is not low {show(low)} plus "
+                      f"a multiple of step {show(step)}, so Optuna would never sample above "
+                      f"{show(below)}: use high {show(below)} or {show(below + d_step)}")
 
 
 def _number(source: str, name: str, key: str, value: Any, is_int: bool) -> float:

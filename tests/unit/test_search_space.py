@@ -145,6 +145,12 @@ BAD = [
      "<= 1 or widen the range"),
     ({"n": {"type": "int", "low": 1, "high": 4, "step": 5}},
      "n.step: step=5 is larger than the range 1..4"),
+    ({"width": {"type": "int", "low": 8, "high": 250, "step": 16}},
+     "width.high: high 250 is not low 8 plus a multiple of step 16, so Optuna would never "
+     "sample above 248: use high 248 or 264"),
+    ({"dropout": {"type": "float", "low": 0.0, "high": 0.5, "step": 0.15}},
+     "dropout.high: high 0.5 is not low 0.0 plus a multiple of step 0.15, so Optuna would never "
+     "sample above 0.45: use high 0.45 or 0.6"),
     ({"m": {"type": "float", "low": 0, "high": 1, "when": {"lr": 0.1}},
       "lr": {"type": "float", "low": 0.01, "high": 1}},
      "m.when.lr: 'lr' is a float parameter, which almost never takes an exact value; "
