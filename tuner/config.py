@@ -248,6 +248,11 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
     if not isinstance(data, Mapping):
         raise ConfigError(source, "", "an experiment file is a mapping with at least "
                           "`trainable:`, `space:` and `metric:`")
+    if not {"trainable", "space", "metric"} & set(data) and any(
+            isinstance(v, Mapping) and "type" in v for v in data.values()):
+        raise ConfigError(source, "", f"is a search space, not an experiment; an experiment "
+                          f"file names it under `space:` (e.g. `space: {source}`, beside "
+                          f"`trainable:` and `metric:`; see examples/digits_mlp.yaml)")
     for key in data:
         if key in _SCHEDULER_KEYS:
             raise ConfigError(source, key, f"is an ASHA setting and goes under `scheduler:`, "

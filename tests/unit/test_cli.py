@@ -249,3 +249,14 @@ def test_a_storage_path_in_a_directory_without_write_permission_is_refused(tmp_p
         f"error: exp.yaml: storage_path: 'ro/results' cannot hold the study ({tmp_path}/ro is "
         f"not writable); pass a directory you can write to")
     assert os.listdir(tmp_path / "ro") == [] and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "estimate"])
+def test_a_search_space_given_for_an_experiment_says_where_it_belongs(tmp_path, capsys, command):
+    (tmp_path / "mlp.yaml").write_text("lr: {type: float, low: 0.001, high: 0.1, log: true}\n"
+                                       "max_iter: 200\n")
+    code, _, err = main(capsys, command, str(tmp_path / "mlp.yaml"))
+    assert one_line_error(code, err) == (
+        "error: mlp.yaml: is a search space, not an experiment; an experiment file names it "
+        "under `space:` (e.g. `space: mlp.yaml`, beside `trainable:` and `metric:`; see "
+        "examples/digits_mlp.yaml)")
