@@ -4,6 +4,7 @@ the study once its budget is spent."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -18,6 +19,7 @@ from tuner.engine.trial import BUSY_S, ITERATION, NODE_ID
 from tuner.record import TrialStatus
 from tuner.study import CLUSTER_PREFIX, StudyBook
 
+log = logging.getLogger(__name__)
 _BOOKS: dict[str, StudyBook] = {}  # experiment dir -> the driver's live bookkeeping
 
 
@@ -33,6 +35,7 @@ class _StudyCallback(Callback):
         self._dir, self._asha, self._verbose = experiment_dir, asha, verbose
         self._search = search
         self._nodes_polled = 0.0
+        self._share_failed = False
 
     @property
     def book(self) -> StudyBook:
@@ -105,8 +108,11 @@ class _StudyCallback(Callback):
                 self.book.peers_seen(ray_compat.cluster_kv_items(CLUSTER_PREFIX))
         except ray_compat.RayCompatError:
             raise
-        except Exception:  # the GCS busy or restarting: the next poll tries again
-            pass
+        except Exception as exc:  # the GCS busy or restarting: the next poll tries again
+            if not getattr(self, "_share_failed", False):  # shares may be off until it answers
+                self._share_failed = True
+                log.warning("could not exchange cluster shares with other studies (%s: %s); "
+                            "trying again at each poll", type(exc).__name__, exc)
 
 
 class _StudyStopper(Stopper):
