@@ -1,8 +1,9 @@
-"""The engine's Tune callback when the cluster's shared store does not answer.
+"""What a study shows of Ray's and the cluster's trouble: a failed exchange of cluster
+shares is said once; TPE's time inside the space function draws no Ray advice.
 
-Faked: the GCS's key-value calls (they raise, as when the GCS is busy or restarting) and
-the study's bookkeeping (an object with the two members the exchange reads). Real: the
-callback and ASHA.
+Faked: the GCS's key-value calls (they raise, as when the GCS is busy or restarting), the
+study's bookkeeping (an object with the two members the exchange reads) and Ray's slow-space
+threshold. Real: the callback, ASHA, OptunaSearch and Optuna. No cluster runs.
 """
 
 from __future__ import annotations
@@ -43,3 +44,33 @@ def test_a_failed_exchange_of_cluster_shares_is_said_once_and_retried(monkeypatc
     said = [r.getMessage() for r in caplog.records if r.name == callbacks.__name__]
     assert said == ["could not exchange cluster shares with other studies (ConnectionError: "
                     "GCS unavailable); trying again at each poll"]
+
+
+def test_tpes_own_time_in_the_space_function_draws_no_advice_to_move_training(monkeypatch,
+                                                                           tmp_path):
+    """OptunaSearch warns when the space's define-by-run function takes over 1 s (TPE's
+    sampling runs inside ours). Faked: that threshold, set to 0 so every suggestion is slow."""
+    import warnings
+
+    import optuna
+    from ray.tune.search.optuna import optuna_search
+
+    from tuner.engine.run import _study_process
+    from tuner.engine.search import _Search
+    from tuner.search_space import load_space
+
+    monkeypatch.setattr(optuna_search, "DEFINE_BY_RUN_WARN_THRESHOLD_S", -1)
+    space = load_space({"lr": {"type": "float", "low": 0.1, "high": 1.0}})
+    search = _Search(_Asha(time_attr="training_iteration", max_t=4), space=space.suggest,
+                     metric="acc", mode="max")
+    study = optuna.create_study(direction="maximize")
+
+    def suggest():
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.filterwarnings("always", category=UserWarning, append=True)
+            search._suggest_from_define_by_run_func(space.suggest, study.ask())
+        return [str(w.message) for w in seen if "Define-by-run" in str(w.message)]
+
+    with _study_process(str(tmp_path)):
+        assert suggest() == []
+    assert len(suggest()) == 1  # a plain Ray Tune run afterwards keeps Ray's warning

@@ -11,6 +11,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
@@ -88,6 +89,7 @@ _ENV = {"TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",  # _Search checks the metric
         "RAY_AIR_NEW_OUTPUT": "0",  # with verbose=0: no progress tables
         "TUNE_GLOBAL_CHECKPOINT_S": "3"}  # how stale a resumed experiment can be
 _PENDING = "TUNE_MAX_PENDING_TRIALS_PG"
+_SLOW_SUGGEST = "Define-by-run function passed in the `space` argument took"
 _QUIET_LOGGERS = ("ray.tune", "ray.train", "ray.air")
 
 
@@ -133,7 +135,11 @@ def _study_process(experiment_dir: str) -> Iterator[None]:
         logging.getLogger(name).setLevel(logging.ERROR)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():
+            # OptunaSearch times the space's define-by-run function, TPE's sampling included,
+            # and past 1 s tells the user to move training out of it: ours holds none.
+            warnings.filterwarnings("ignore", message=_SLOW_SUGGEST, category=UserWarning)
+            yield
     finally:
         for name, value in env.items():
             if value is None:
