@@ -298,6 +298,10 @@ def _close(path: str, tracker: Tracker) -> None:
         metrics[f"tuner.best_{result.metric}"] = float(result.best_metric)
     if result.cost_to_best_usd is not None:
         metrics["tuner.cost_to_best_usd"] = float(result.cost_to_best_usd)
+    settings = record.study_settings()
+    if settings.budget_usd:  # the alerts log the thresholds they cross; the end, the figure
+        spent = record.cost.get(BUDGET_FIGURES[settings.budget_scope], 0.0)
+        metrics["tuner.budget_used_pct"] = 100.0 * spent / settings.budget_usd
     tracker.log_metrics(parent, metrics, step=0)
     tags = {"tuner.best_trial_id": result.best_trial_id or "",
             "tuner.cluster": _cluster_facts(record.meter),

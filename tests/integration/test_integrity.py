@@ -244,6 +244,9 @@ def test_a_study_its_budget_stopped_goes_on_to_num_samples_when_resume_raises_it
     never = [t.params for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     ran = [t.params for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert all(params in ran for params in never), (never, ran)
+    parent = MlflowClient(result.mlflow_uri).get_run(result.parent_run_id)
+    assert parent.data.metrics["tuner.budget_used_pct"] == pytest.approx(
+        100 * result.cost["cluster_usd"], rel=1e-6)  # of $1: the figure, not the last alert's
 
     import json
 

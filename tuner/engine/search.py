@@ -127,10 +127,8 @@ class _Search(OptunaSearch):
             step = int(result[ITERATION])
             if step > self._reported.get(trial_id, 0):
                 ot_trial.report(result[self.metric], step)
-        try:
-            self._study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
-        except optuna.exceptions.UpdateFinishedTrialError:  # told before the driver restarted
-            pass
+        # skip: told before the driver restarted
+        self._study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
         self._completed_trials.add(trial_id)
 
     def end_unfinished(self) -> None:
@@ -138,18 +136,19 @@ class _Search(OptunaSearch):
         searcher. Tell Optuna they ended: PRUNED where a trial reported (TPE ranks it by
         how far it got), FAIL where it never did (TPE leaves it out); a configuration never
         measured waits in the study (enqueued), the first a raised budget runs."""
+        running = {t.number for t in self._study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
         for trial_id, ot_trial in self._ot_trials.items():
             if trial_id in self._completed_trials:
                 continue
-            measured = bool(self._reported.get(trial_id))
-            try:
-                self._study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED if measured
-                                 else optuna.trial.TrialState.FAIL)
-                if not measured:
-                    self._study.enqueue_trial(dict(ot_trial.params), skip_if_exists=False)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass
             self._completed_trials.add(trial_id)
+            if ot_trial.number not in running:  # told by a driver before this one
+                continue
+            measured = bool(self._reported.get(trial_id))
+            self._study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED if measured
+                             else optuna.trial.TrialState.FAIL)
+            if not measured:
+                self._study.enqueue_trial(dict(ot_trial.params), skip_if_exists=False)
 
     def save(self, checkpoint_path: str) -> None:
         asha, self._asha = self._asha, None  # type: ignore[assignment]  # not picklable

@@ -1,9 +1,10 @@
-"""What a study shows of Ray's and the cluster's trouble: a failed exchange of cluster
-shares is said once; TPE's time inside the space function draws no Ray advice.
+"""The engine's pieces without a cluster: what a study shows of Ray's and the cluster's
+trouble (a failed exchange of cluster shares is said once; TPE's time inside the space
+function draws no Ray advice), and what the searcher tells Optuna when a budget stops it.
 
 Faked: the GCS's key-value calls (they raise, as when the GCS is busy or restarting), the
 study's bookkeeping (an object with the two members the exchange reads) and Ray's slow-space
-threshold. Real: the callback, ASHA, OptunaSearch and Optuna. No cluster runs.
+threshold. Real: the callback, ASHA, OptunaSearch and Optuna (in memory).
 """
 
 from __future__ import annotations
@@ -74,3 +75,30 @@ def test_tpes_own_time_in_the_space_function_draws_no_advice_to_move_training(mo
     with _study_process(str(tmp_path)):
         assert suggest() == []
     assert len(suggest()) == 1  # a plain Ray Tune run afterwards keeps Ray's warning
+
+
+def test_a_budget_stop_after_a_resume_leaves_what_the_last_driver_told_optuna(tmp_path):
+    """Stopped at its budget, the searcher tells Optuna how its unfinished trials ended
+    (PRUNED if measured, else FAIL with the configuration enqueued). A searcher restored from
+    a snapshot older than that (the next driver, after `tuner resume --budget-usd`) stops at
+    its budget again: the trials told already are left as they are, and none is enqueued
+    twice. Faked: the snapshot (the searcher's record of ended trials set back)."""
+    import optuna
+
+    from tuner.engine.search import _Search
+    from tuner.search_space import load_space
+
+    space = load_space({"lr": {"type": "float", "low": 0.1, "high": 1.0}})
+    search = _Search(_Asha(time_attr="training_iteration", max_t=4, metric="acc", mode="max"),
+                     space=space.suggest, metric="acc", mode="max")
+    search.suggest("measured")
+    search.suggest("unmeasured")
+    search.on_trial_result("measured", {"acc": 0.5, "training_iteration": 1})
+    snapshot = set(search._completed_trials)
+    search.end_unfinished()
+    search._completed_trials = snapshot
+    search.end_unfinished()
+
+    states = [t.state for t in search._study.get_trials()]
+    assert states == [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL,
+                      optuna.trial.TrialState.WAITING]
