@@ -210,9 +210,9 @@ def resume(path: str, trainable: Callable[..., Any] | None = None,
     from tuner import engine
 
     path = os.path.abspath(path)
+    StudyRecord.load(path)  # a path without a study: say so before the lock makes its folder
     with StudyLock(path):
         record = StudyRecord.load(path)
-        engine.check_address(ray_address or record.study_settings().ray_address)
         source = os.path.join(path, RECORD_FILE)
         settings = record.study_settings()
         # a study its budget stopped goes on with new trials: the ones it had started stay
@@ -228,6 +228,12 @@ def resume(path: str, trainable: Callable[..., Any] | None = None,
                 f"{path}: the study finished at its budget ({settings.budget_scope} "
                 f"${spent:.4g} of ${settings.budget_usd:g}); to go on, raise it: "
                 f"`tuner resume {path} --budget-usd <more>` (tuner.resume(..., budget_usd=...))")
+        if record.state == StudyState.FINISHED and budget_raised is None:
+            if verbose:
+                print(f"[tuner] study {record.name} finished already ({len(record.trials)} "
+                      f"trials); nothing to resume", flush=True)
+            return TuneResult.load(path)
+        engine.check_address(ray_address or settings.ray_address)
         if trainable is None:
             ref = record.trainable
             if not ref:

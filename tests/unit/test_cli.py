@@ -53,6 +53,26 @@ def test_report_and_resume_on_a_directory_without_a_study(tmp_path):
         out = tuner(command, str(tmp_path), cwd=tmp_path)
         assert out.returncode == 1
         assert "no study here" in out.stderr and "Traceback" not in out.stderr
+    out = tuner("resume", "tuner_results/nope", cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert not (tmp_path / "tuner_results").exists()  # nor its lock file
+
+
+def test_resume_of_a_finished_study_says_so_and_starts_nothing(tmp_path):
+    """A finished study's record, written here (no Ray, no MLflow store behind it)."""
+    from tuner.record import StudyRecord, StudyState
+
+    record = StudyRecord.create(
+        str(tmp_path / "done"), name="done", metric="acc", mode="max", num_samples=1,
+        mlflow_uri=f"sqlite:///{tmp_path}/none.db", mlflow_experiment="done", parent_run_id="p",
+        settings={"metric": "acc", "mode": "max", "num_samples": 1})
+    record.state = StudyState.FINISHED
+    record.save()
+    out = tuner("resume", "done", cwd=tmp_path)
+    assert out.returncode == 1, out.stderr  # the summary's code: no trial reported acc
+    assert "[tuner] study done finished already (0 trials); nothing to resume" in out.stdout
+    assert "Traceback" not in out.stderr
+    assert StudyRecord.load(record.path).resumes == 0
 
 
 # --- bad input, in process: `tuner.cli.main([...])`, exit 2 and one line naming file and key --
