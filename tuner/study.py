@@ -21,7 +21,7 @@ from tuner.cost.live import study_catalog
 from tuner.cost.meter import CostMeter, Peer
 from tuner.cost.nodes import launched_at, node_info
 from tuner.errors import StudyError
-from tuner.record import StudyRecord, TrialStatus
+from tuner.record import StudyRecord, TrialEntry, TrialStatus
 from tuner.summary import money
 from tuner.tracking import Tracker
 
@@ -105,7 +105,7 @@ class StudyBook:
         self._saved = 0.0
         self._warned_unlabelled = False
         if self.record.resumes:
-            self._close_finished_runs()
+            self._mend_runs()
         if settings.aws_cluster:
             self._tag_cluster(settings.aws_cluster, settings.region)
 
@@ -124,19 +124,31 @@ class StudyBook:
         self._say(f"[tuner] tagged {len(ids)} instances of cluster {cluster!r} with "
                   f"{STUDY_TAG}={self.record.name}")
 
-    def _close_finished_runs(self) -> None:
-        """End the runs of trials that finished just before the driver died, their end
-        recorded but not yet written to MLflow."""
+    def _mend_runs(self) -> None:
+        """The MLflow runs of trials that finished before the last driver died, as the record
+        has them: that driver's last writes (half a second) may be lost to a kill. A run
+        still marked running is ended, a missing one is made, and one without the trial's
+        final values gets them at its last step (the steps before are what was written)."""
         parent = self.record.parent_run_id
-        for trial_id, run_id in self.tracker.open_trial_runs(parent).items():
-            entry = self.record.trials.get(trial_id)
-            if entry is not None and entry.final:
+        runs = self.tracker.trial_runs(parent)
+        for trial_id, entry in self.record.trials.items():
+            run = runs.get(trial_id)
+            whole = run is not None and not run.running and (
+                entry.metric is None or self.record.metric in run.metrics)
+            if whole or not entry.final:  # a trial the resumed study runs writes as it goes
+                continue
+
+            def created(run_id: str, entry: TrialEntry = entry) -> None:
                 entry.mlflow_run_id = run_id
-                self.tracker.start_trial(parent, self.record.name, trial_id, {},
-                                         run_id=run_id)
-                self.tracker.end_run(trial_id, entry.status.value,
-                                     {"tuner.iterations": entry.iterations},
-                                     ended=entry.ended_at)
+
+            self.tracker.start_trial(parent, self.record.name, trial_id, entry.config,
+                                     run_id=run.run_id if run else None, on_created=created)
+            if run is None or self.record.metric not in run.metrics:
+                self.tracker.log_metrics(trial_id, {
+                    **({} if entry.metric is None else {self.record.metric: entry.metric}),
+                    **self._final_values(entry)}, entry.iterations)
+            self.tracker.end_run(trial_id, entry.status.value, self._final_tags(entry),
+                                 ended=entry.ended_at)
 
     # --- nodes and money ---------------------------------------------------------------
 
@@ -321,18 +333,27 @@ class StudyBook:
         if error:
             entry.error = error
         self._track(trial_id)
-        totals = {"tuner.wasted_usd": entry.wasted_usd,
-                  "tuner.lost_iterations": float(entry.lost_iterations),
-                  "tuner.preemptions": float(entry.preemptions)}
-        if trial_id not in self._cost_logged:  # else its last result logged it, at this step
-            totals["tuner.cost_usd"] = entry.cost_usd
+        totals = self._final_values(entry)
+        if trial_id in self._cost_logged:  # its last result logged it, at this step
+            del totals["tuner.cost_usd"]
         self.tracker.log_metrics(trial_id, totals, entry.iterations)
-        self.tracker.end_run(trial_id, status.value, {
-            "tuner.iterations": entry.iterations, "tuner.restarts": entry.restarts,
-            "tuner.preempted": str(entry.preemptions > 0).lower(),
-            "tuner.market": entry.market or "", "tuner.instance_type": entry.instance_type or ""},
-            ended=entry.ended_at)
+        self.tracker.end_run(trial_id, status.value, self._final_tags(entry),
+                             ended=entry.ended_at)
         self.save(force=True)
+
+    @staticmethod
+    def _final_values(entry: TrialEntry) -> dict[str, float]:
+        """What a trial's run gets at its end, at its last step."""
+        return {"tuner.cost_usd": entry.cost_usd, "tuner.wasted_usd": entry.wasted_usd,
+                "tuner.lost_iterations": float(entry.lost_iterations),
+                "tuner.preemptions": float(entry.preemptions)}
+
+    @staticmethod
+    def _final_tags(entry: TrialEntry) -> dict[str, Any]:
+        return {"tuner.iterations": entry.iterations, "tuner.restarts": entry.restarts,
+                "tuner.preempted": str(entry.preemptions > 0).lower(),
+                "tuner.market": entry.market or "",
+                "tuner.instance_type": entry.instance_type or ""}
 
     def experiment_ended(self, unfinished: Sequence[str]) -> None:
         """Tune's loop ended with ``unfinished`` trials: stopped for good when the budget

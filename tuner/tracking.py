@@ -20,7 +20,7 @@ import urllib.parse
 import urllib.request
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from tuner.errors import StudyError
 from tuner.mlflow_ui import (
@@ -40,6 +40,14 @@ NOTE_TAG = "mlflow.note.content"  # a run's description (markdown) in the UI
 EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 _STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
            "stopped": "KILLED", "interrupted": "KILLED", "running": "RUNNING"}
+
+
+class TrialRun(NamedTuple):
+    """A trial's run as the store has it."""
+
+    run_id: str
+    running: bool  # still marked running
+    metrics: frozenset[str]  # the names of the metrics it has
 
 
 DEFAULT_URI = "sqlite:///mlflow.db"  # in the working directory (mlflow 3 refuses ./mlruns)
@@ -268,13 +276,14 @@ class Tracker:
         self._put(("start", trial_id, parent_run_id, study, dict(params), on_created, again,
                    _ms(time.time() if started is None else started)))
 
-    def open_trial_runs(self, parent_run_id: str) -> dict[str, str]:
-        """Trial id -> run id of the study's trial runs still marked running in the store."""
+    def trial_runs(self, parent_run_id: str) -> dict[str, TrialRun]:
+        """Trial id -> the study's trial runs in the store, as a resumed study mends them."""
         runs = self._client.search_runs(
             [self.experiment_id], max_results=5000,
-            filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and "
-                          f"attributes.status = 'RUNNING'")
-        return {r.data.tags.get("tuner.trial_id", ""): r.info.run_id for r in runs}
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
+        return {r.data.tags.get("tuner.trial_id", ""): TrialRun(
+                    r.info.run_id, r.info.status == "RUNNING", frozenset(r.data.metrics))
+                for r in runs}
 
     def has_trial(self, trial_id: str) -> bool:
         return trial_id in self._trials

@@ -99,6 +99,9 @@ def test_driver_killed_then_resumed_finishes_without_rerunning(ray_cluster, tmp_
                                   f"tags.mlflow.parentRunId = '{after['parent_run_id']}'")
     assert sorted(r.info.run_id for r in children) == sorted(
         t["mlflow_run_id"] for t in after["trials"].values())
+    for run in children:  # what the kill cut from the writer's last batch, resume wrote
+        assert {"acc", "tuner.cost_usd"} <= set(run.data.metrics), run.data.tags
+        assert run.info.status == "FINISHED"
     parents = client.search_runs([parent.info.experiment_id], "tags.`tuner.kind` = 'study'")
     assert len(parents) == 1
 

@@ -53,7 +53,7 @@ def test_after_a_restart_a_trial_finds_its_run_instead_of_creating_another(tmp_p
     first.flush()  # the run exists; say the driver died before recording its id
 
     second = _tracker(tmp_path)
-    assert second.open_trial_runs(parent) == {"t1": ids[0]}
+    assert second.trial_runs(parent)["t1"] == (ids[0], True, frozenset())
     second.start_trial(parent, "s", "t1", {"lr": 0.1}, again=True, on_created=ids.append)
     second.end_run("t1", "completed")
     second.flush()
@@ -61,7 +61,7 @@ def test_after_a_restart_a_trial_finds_its_run_instead_of_creating_another(tmp_p
     children = MlflowClient(first.uri).search_runs(
         [first.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
     assert [r.info.run_id for r in children] == [ids[0]]
-    assert second.open_trial_runs(parent) == {}
+    assert [r.running for r in second.trial_runs(parent).values()] == [False]
 
 
 def test_the_driver_does_not_wait_for_the_store(tmp_path):
