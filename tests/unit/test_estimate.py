@@ -71,4 +71,4 @@ def test_a_study_of_seconds_is_estimated_in_seconds_and_a_long_one_in_minutes_or
                           os.path.join(ROOT, "examples", "digits_mlp.yaml")],
                          capture_output=True, text=True, cwd=os.path.join(ROOT, "examples"))
     assert out.returncode == 0, out.stderr
-    assert "2 trials at a time: about 3 s\n" in out.stdout  # 123 iterations of 0.05 s, 2 at once
+    assert "2 trials at a time: about 18 s\n" in out.stdout  # 123 iterations of 0.3 s, 2 at once
