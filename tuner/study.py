@@ -55,8 +55,12 @@ class _Progress:
         line = (f"[tuner] {finished}/{self._record.num_samples} trials done: "
                 f"{c['completed']} completed, {c['pruned']} pruned, {c['failed']} failed"
                 f"{stopped}; {c['running']} running")
-        if best is not None:
+        if best is not None and best.status == TrialStatus.COMPLETED:
             line += f" | best {self._record.metric}={best.metric:.4g} ({best.trial_id})"
+        elif best is not None:  # no trial ran to max_t yet: the lead may not last
+            of = f" of {self._record.max_t}" if self._record.max_t else ""
+            line += (f" | leading {self._record.metric}={best.metric:.4g} ({best.trial_id} at "
+                     f"{best.iterations}{of} iterations)")
         cost = self._record.cost.get("cost_usd")
         if cost is not None:
             line += f" | {money(cost)} spent"

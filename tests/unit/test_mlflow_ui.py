@@ -189,6 +189,23 @@ def test_the_table_and_the_progress_line_write_dollars_readably(tmp_path):
     assert lines and lines[-1].endswith("| $0.0007950 spent")
 
 
+def test_the_progress_line_calls_a_trial_best_only_once_it_ran_to_max_t(tmp_path):
+    """Before any trial completes, the lead is a partly trained trial's latest value (it may
+    not last: a completed trial with less can take over), and the line says how far it got."""
+    record = StudyRecord.create(
+        str(tmp_path / "study"), name="s", metric="acc", mode="max", num_samples=4, max_t=30,
+        mlflow_uri="sqlite:///unused.db", mlflow_experiment="s", parent_run_id="p1", settings={})
+    record.trials["fast"] = TrialEntry("fast", TrialStatus.RUNNING, metric=0.948, iterations=12)
+    lines: list[str] = []
+    progress = _Progress(record, emit=lines.append)
+    progress.show()
+    record.trials["first"] = TrialEntry("first", TrialStatus.COMPLETED, metric=0.161,
+                                        iterations=30)
+    progress.show()
+    assert lines[0].endswith("| leading acc=0.948 (fast at 12 of 30 iterations)")
+    assert lines[1].endswith("| best acc=0.161 (first)")
+
+
 def test_the_study_description_is_the_pareto_set_with_the_links(tmp_path):
     note = pareto_note(_result(tmp_path), {"cost": "http://u/cost", "runs": "http://u/runs"})
     assert "[acc against cost (chart)](http://u/cost)" in note and "(http://u/runs)" in note
