@@ -232,7 +232,7 @@ def _summary(result: object) -> int:
     if why is not None:
         print(f"\nNo best trial: {why}")
     else:
-        print(f"\nBest {result.metric}: {result.best_metric} (trial {result.best_trial_id})")
+        print(f"\nBest {result.metric}: {result.best_metric:.6g} (trial {result.best_trial_id})")
         print(f"Best config: {result.best_config}")
     print("\n".join(mlflow_lines(result)))
     if result.state == "interrupted":
