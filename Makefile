@@ -88,7 +88,8 @@ peers-env: $(PEERS_STAMP)
 
 # The LCBench protocol on the held-out tasks (benchmarks/protocol.py) and the real-Ray
 # agreement check; ARGS=--workers=4,1 adds K = 1, ARGS=--system the system benchmarks
-# (overhead, spot, real compute). Writes benchmarks/RESULTS.md.
+# (overhead, spot, real compute). Writes benchmarks/RESULTS.md (bench-quick:
+# benchmarks/results/quick/RESULTS.md).
 bench: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python -m benchmarks.run $(ARGS)

@@ -22,6 +22,7 @@ from benchmarks.protocol import regret_table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "RESULTS.md")
+QUICK_RESULTS = os.path.join(HERE, "results", "quick", "RESULTS.md")  # not committed
 
 QUICK = {"protocol": ["--quick"],
          "agreement": ["--tasks", "3945", "--seeds", "2", "--sim-seeds", "10", "--samples", "12",
@@ -78,7 +79,8 @@ def main() -> None:
         command += f" ARGS='{' '.join(extra)}'"
     if args.only:
         command = f"python -m benchmarks.run --only {args.only}"
-    lines = report(out, plan, command, load, minutes, walls)
+    target = QUICK_RESULTS if args.quick else RESULTS  # a quick run never replaces the full one
+    lines = report(out, plan, command, load, minutes, walls, os.path.dirname(target))
     if args.reuse:
         lines[3:3] = ["*Assembled with `--reuse`: the protocol's studies were read from "
                       "results/runs.json.gz, run earlier by the same code; the minutes above "
@@ -90,9 +92,10 @@ def main() -> None:
                       "names; the minutes above are not theirs.*", ""]
     if args.note:
         lines[3:3] = [args.note, ""]
-    with open(RESULTS, "w", encoding="utf-8") as f:
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
-    print(f"\nwrote {RESULTS}")
+    print(f"\nwrote {target}")
 
 
 # --------------------------------------------------------------------------- report
@@ -106,7 +109,8 @@ def _v(pkg: str) -> str:
 
 
 def report(out: dict, plan: dict, command: str, load: tuple, minutes: float,
-           walls: dict[str, float]) -> list[str]:
+           walls: dict[str, float], where: str = HERE) -> list[str]:
+    """RESULTS.md's lines, its links relative to ``where`` (the folder it is written to)."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
                             capture_output=True, text=True).stdout.strip() or "unknown"
     now = f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
@@ -129,10 +133,10 @@ def report(out: dict, plan: dict, command: str, load: tuple, minutes: float,
         "",
     ]
     if "protocol" in out:
-        lines += protocol_section(out["protocol"], plan["protocol"])
+        lines += protocol_section(out["protocol"], plan["protocol"], where)
     elif os.path.exists(os.path.join(HERE, "results", "analysis.json")):
         with open(os.path.join(HERE, "results", "analysis.json"), encoding="utf-8") as f:
-            lines += protocol_section(json.load(f), ["(from results/analysis.json)"])
+            lines += protocol_section(json.load(f), ["(from results/analysis.json)"], where)
     if "agreement" in out:
         lines += agreement_section(out["agreement"], plan["agreement"])
     elif os.path.exists(os.path.join(HERE, "results", "agreement.json")):
@@ -233,7 +237,7 @@ def _cpu_range(cpu_s: dict[str, float], leave_out: tuple[str, ...]) -> str:
     return f"{min(vals):.2f}-{max(vals):.1f}" if vals else "n/a"
 
 
-def protocol_section(res: dict, argv: list[str]) -> list[str]:
+def protocol_section(res: dict, argv: list[str], where: str = HERE) -> list[str]:
     from benchmarks import protocol as P
 
     plan = res["plan"]
@@ -244,7 +248,7 @@ def protocol_section(res: dict, argv: list[str]) -> list[str]:
     bb = odd["by_budget"]
     budgets = [float(b) for b in odd["budgets"]]
     peers = [m for m in odd["methods"] if m in P.PEERS]
-    rel = lambda p: os.path.relpath(p, HERE)  # noqa: E731
+    rel = lambda p: os.path.relpath(p, where)  # noqa: E731
     lines = [
         "## 1. LCBench: every method through one simulator, equal budgets, held-out tasks",
         "",
