@@ -128,6 +128,7 @@ BAD = [
     ({"lr": {"type": "flaot", "low": 0, "high": 1}}, "(did you mean 'float'?)"),
     ({"lr": {"type": "float", "low": 0, "hihg": 1}}, "lr.hihg: unknown key (did you mean 'high'?)"),
     ({"lr": {"type": "float", "high": 1}}, "lr.low: is required"),
+    ({"lr": {"low": 0.1, "high": 1}}, "lr.type: is required: float, int or categorical"),
     ({"n": {"type": "int", "low": 1.5, "high": 4}}, "n.low: must be a whole number"),
     ({"lr": {"type": "float", "low": 1e-3, "high": 1, "log": True, "step": 0.1}},
      "log=true cannot be combined with step"),
