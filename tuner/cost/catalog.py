@@ -104,8 +104,9 @@ class PriceCatalog:
             return price
         if region not in self.regions:
             raise ConfigError(os.path.basename(self.path), "region", f"no prices for region "
-                              f"{region!r}{did_you_mean(region, self.regions)}; known: "
-                              f"{', '.join(self.regions)}")
+                              f"{region!r}{did_you_mean(region, self.regions)}; this file has "
+                              f"{', '.join(self.regions)}: for another, copy it, add that "
+                              f"region's rows and pass it as `prices:` (--prices FILE)")
         raise ConfigError(os.path.basename(self.path), "instance_type", f"no price for "
                           f"{instance_type!r} in {region}{did_you_mean(instance_type, self.instance_types)}"
                           f"; add a row to the price file or pick a listed type")
