@@ -50,6 +50,7 @@ class TrialRun(NamedTuple):
     metrics: frozenset[str]  # the names of the metrics it has
 
 
+_PAGE = 1000  # runs per search page
 DEFAULT_URI = "sqlite:///mlflow.db"  # in the working directory (mlflow 3 refuses ./mlruns)
 
 
@@ -278,12 +279,18 @@ class Tracker:
 
     def trial_runs(self, parent_run_id: str) -> dict[str, TrialRun]:
         """Trial id -> the study's trial runs in the store, as a resumed study mends them."""
-        runs = self._client.search_runs(
-            [self.experiment_id], max_results=5000,
-            filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
-        return {r.data.tags.get("tuner.trial_id", ""): TrialRun(
+        found: dict[str, TrialRun] = {}
+        token = None
+        while True:  # every page: a run not found here would be made again
+            runs = self._client.search_runs(
+                [self.experiment_id], max_results=_PAGE, page_token=token,
+                filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
+            for r in runs:
+                found[r.data.tags.get("tuner.trial_id", "")] = TrialRun(
                     r.info.run_id, r.info.status == "RUNNING", frozenset(r.data.metrics))
-                for r in runs}
+            token = runs.token
+            if not token:
+                return found
 
     def has_trial(self, trial_id: str) -> bool:
         return trial_id in self._trials

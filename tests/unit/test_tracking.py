@@ -64,6 +64,20 @@ def test_after_a_restart_a_trial_finds_its_run_instead_of_creating_another(tmp_p
     assert [r.running for r in second.trial_runs(parent).values()] == [False]
 
 
+def test_a_resumed_study_finds_every_trial_run_however_many_pages_they_fill(tmp_path,
+                                                                            monkeypatch):
+    """Faked: the page size (2 runs, so 3 trials fill two pages)."""
+    from tuner import tracking
+
+    tracker = _tracker(tmp_path)
+    parent = tracker.start_study("s", {"metric": "acc"}, {})
+    for trial_id in ("t1", "t2", "t3"):
+        tracker.start_trial(parent, "s", trial_id, {})
+    tracker.flush()
+    monkeypatch.setattr(tracking, "_PAGE", 2)
+    assert sorted(tracker.trial_runs(parent)) == ["t1", "t2", "t3"]
+
+
 def test_the_driver_does_not_wait_for_the_store(tmp_path):
     tracker = _tracker(tmp_path, batch_s=30.0)  # the writer sleeps before its first batch
     parent = tracker.start_study("s", {"metric": "acc"}, {})
