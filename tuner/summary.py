@@ -78,7 +78,7 @@ def format_table(result: TuneResult) -> str:
     Pareto set, totals and how the study ended."""
     frame = result.trials
     if frame.empty:
-        return f"{result.path}: no trials yet"
+        return "\n".join([f"{result.path}: no trials yet", *_ending(result)])
     rank = frame[result.metric].where(frame[result.metric].map(finite))  # NaN, inf: last
     frame = frame.loc[rank.sort_values(ascending=result.mode == "min", na_position="last").index]
     keys = sorted({k for cfg in frame["config"] for k in cfg})
@@ -100,14 +100,24 @@ def format_table(result: TuneResult) -> str:
     if front:
         lines.append(f"Pareto set ({result.metric} vs $): " + ", ".join(front))
     lines += cost_lines(result)
+    return "\n".join(lines + _ending(result))
+
+
+def _ending(result: TuneResult) -> list[str]:
+    """How the study ended, or how to continue it."""
     if result.stop_reason == "budget":
-        lines.append(f"The study finished: budget spent (stop reason budget, on the "
-                     f"{result.budget_scope or 'cluster'}'s dollars)")
-    elif result.stop_reason:
-        lines.append(f"Stopped early: {result.stop_reason}")
-    elif result.state != "finished":
-        lines.append(f"The study did not finish; continue it with: tuner resume {result.path}")
-    return "\n".join(lines)
+        lines = [f"The study finished: budget spent (stop reason budget, on the "
+                 f"{result.budget_scope or 'cluster'}'s dollars)"]
+        if result.trials.empty or not result.trials["iterations"].gt(0).any():
+            lines.append("No trial finished an iteration within it: the bill from Ray Tune's "
+                         "start, while the trials started, spent it all; a budget must cover "
+                         "that too")
+        return lines
+    if result.stop_reason:
+        return [f"Stopped early: {result.stop_reason}"]
+    if result.state != "finished":
+        return [f"The study did not finish; continue it with: tuner resume {result.path}"]
+    return []
 
 
 def no_usable_metric(result: TuneResult) -> str | None:

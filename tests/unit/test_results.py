@@ -129,6 +129,15 @@ def test_a_study_stopped_by_its_budget_is_reported_finished(tmp_path, capsys, mo
         assert "did not finish" not in out and "tuner resume" not in out
 
 
+def test_a_budget_spent_before_any_iteration_says_the_start_spent_it(tmp_path, capsys,
+                                                                       monkeypatch):
+    for trials in ({"t1": ("stopped", None, 0, None)}, {}):
+        path = write_study(tmp_path / str(len(trials)), trials, stop_reason="budget")
+        _, out, _ = cli(capsys, monkeypatch, "report", path)
+        assert "The study finished: budget spent" in out
+        assert "No trial finished an iteration within it: the bill from Ray Tune's start" in out
+
+
 def test_an_interrupted_study_says_how_to_continue_and_exits_130(tmp_path, capsys, monkeypatch):
     path = write_study(tmp_path, {"t1": ("completed", 0.9, 3, None),
                                   "t2": ("interrupted", 0.4, 1, None)}, state="interrupted")
