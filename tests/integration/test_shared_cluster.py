@@ -38,7 +38,7 @@ def test_two_studies_at_once_pay_shares_that_add_up_to_the_cluster_bill(ray_clus
         drivers.append(subprocess.Popen(
             [sys.executable, "-m", "tuner.cli", "run", f"{name}.yaml", "--quiet"], cwd=study_dir,
             env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        time.sleep(4)  # B starts while A runs, and ends after it
+        time.sleep(4)  # B starts while A runs (and ends before or after it)
     for driver in drivers:
         out, err = driver.communicate(timeout=300)
         assert driver.returncode == 0, out[-2000:] + err[-2000:]
@@ -52,13 +52,15 @@ def test_two_studies_at_once_pay_shares_that_add_up_to_the_cluster_bill(ray_clus
     assert [r["cost"]["shared_with_studies"] for r in records] == [1.0, 1.0]
 
     # The cluster's bill from the first study's start to the last one's end: every node
-    # from when a study first saw it, at its price.
+    # from when a study first saw it to when the last one watching it saw it go (a study's
+    # own "down" is its end when the node outlived it), at its price.
     until = max(s["until"] for s in said.values())
     nodes: dict[str, tuple[float, float, float | None]] = {}
     for record in records:
         for node_id, node in record["meter"]["nodes"].items():
-            up = min(node["up"], nodes.get(node_id, (node["up"],))[0])
-            nodes[node_id] = (up, node["info"]["usd_per_hour"], node["down"])
+            up, _, down = nodes.get(node_id, (node["up"], 0.0, node["down"]))
+            down = None if down is None or node["down"] is None else max(down, node["down"])
+            nodes[node_id] = (min(up, node["up"]), node["info"]["usd_per_hour"], down)
     bill = sum((min(down or until, until) - up) * usd_per_hour / 3600
                for up, usd_per_hour, down in nodes.values())
     shares = [r["cost"]["cluster_usd"] for r in records]
