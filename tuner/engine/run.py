@@ -179,8 +179,7 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
     """Run a new study whose record already exists in ``experiment_dir``; Tune keeps its
     experiment at ``tune_path`` (the same directory, or a URI such as ``s3://...``)."""
     with _study_process(experiment_dir):
-        connect(settings.ray_address, _local_labels(settings))
-        _check_schedulable(settings.resources_per_trial)
+        preflight(settings)  # Ray connected already when tune() ran it
         _ship_by_value(trainable)
         asha = _Asha(time_attr=ITERATION, metric=settings.metric, mode=settings.mode,
                      max_t=settings.max_t, grace_period=settings.first_rung,
@@ -218,8 +217,7 @@ def resume_study(trainable: Callable[..., Any], experiment_dir: str, tune_path: 
     trials up to ``num_samples`` besides these, the trials it had started."""
     resources = settings.resources_per_trial
     with _study_process(experiment_dir):
-        connect(settings.ray_address, _local_labels(settings))
-        _check_schedulable(resources)
+        preflight(settings)
         _ship_by_value(trainable)
         # a snapshot cut between its two files; and a search Tune ended at the budget
         ray_compat.reconcile_trial_count(tune_path, started=budget_raised)
