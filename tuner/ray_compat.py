@@ -183,7 +183,11 @@ def write_cluster_address(address: str, temp_dir: str) -> None:
     the address in its own node's temp dir (``ray_current_cluster``) and, finding none there,
     any Ray instance running on the machine. ``ray.cluster_utils.Cluster`` writes it only
     in Ray's default temp dir."""
-    _attr("ray._private.utils", "write_ray_address", "the cluster address file")(address, temp_dir)
+    _address_writer()(address, temp_dir)
+
+
+def _address_writer() -> Callable[[str, str], None]:
+    return _attr("ray._private.utils", "write_ray_address", "the cluster address file")
 
 
 def job_working_dir() -> str | None:
@@ -498,7 +502,7 @@ def check() -> None:
     _check_mixin_hook()
     check_env_switches()
     local_cluster_class()
-    _attr("ray._private.utils", "write_ray_address", "the cluster address file")
+    _address_writer()
     job_working_dir()
     cluster_config_validator()
     for name in ("_internal_kv_put", "_internal_kv_get", "_internal_kv_list"):

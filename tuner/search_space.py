@@ -180,7 +180,7 @@ def _parse_param(source: str, name: str, spec: Mapping[str, Any]) -> Param:
         raise ConfigError(source, f"{name}.type", "is required: float, int or categorical (e.g. "
                           "`{type: float, low: 0.0001, high: 0.1, log: true}`)")
     if kind not in _KEYS:
-        hint = did_you_mean(str(kind), _KEYS) if kind is not None else ""
+        hint = did_you_mean(str(kind), _KEYS)
         raise ConfigError(source, f"{name}.type", f"must be one of float, int, categorical, got "
                           f"{kind!r}{hint}")
     for key in spec:

@@ -56,7 +56,7 @@ DEFAULT_URI = "sqlite:///mlflow.db"  # in the working directory (mlflow 3 refuse
 
 def default_uri() -> str:
     """:data:`DEFAULT_URI`, absolute."""
-    return f"sqlite:///{os.path.abspath('mlflow.db')}"
+    return "sqlite:///" + os.path.abspath(DEFAULT_URI.removeprefix("sqlite:///"))
 
 
 def masked(uri: str, text: str | None = None) -> str:
