@@ -213,6 +213,10 @@ class StudyBook:
     def knows_node(self, node_id: str) -> bool:
         return self.meter.node(node_id) is not None
 
+    def holds_node(self, trial_id: str) -> bool:
+        """Whether the trial holds a node, as what this study publishes says."""
+        return self.meter.holds_node(trial_id)
+
     def spent(self) -> float:
         """What ``budget_usd`` caps, so far: the cluster's bill since the study started
         (its scope "cluster"), or the trials' dollars (scope "trials")."""
@@ -291,10 +295,13 @@ class StudyBook:
             self._say(f"[tuner] trial {trial_id} preempted; resuming from its last checkpoint")
         entry.restarts += 1
         entry.restarting = True
+        self.meter.trial_ended(trial_id)  # it holds no node until it reports again
         self.save(force=True)
 
     def trial_result(self, trial_id: str, step: int, metrics: Mapping[str, float],
-                     node_id: str | None, seconds: float) -> None:
+                     node_id: str | None, seconds: float, until: float | None = None) -> None:
+        """A reported iteration: it held its node ``seconds`` up to ``until`` (the worker's
+        clock; default: now, when the driver hears of it)."""
         entry = self.record.trial(trial_id)
         if entry.restarting:  # the first result since a restart: from which checkpoint?
             entry.restarting = False
@@ -308,7 +315,9 @@ class StudyBook:
                 entry.best_metric = value
         logged = dict(metrics)
         if node_id is not None and self.knows_node(node_id):
-            usd = self.meter.charge(trial_id, node_id, step, seconds, end=self._clock(),
+            now = self._clock()
+            end = now if until is None else min(float(until), now)  # no later than heard of
+            usd = self.meter.charge(trial_id, node_id, step, seconds, end=end,
                                     cpus=self._cpus, gpus=self._gpus)
             self._max_iteration_usd = max(self._max_iteration_usd, usd)
             self._max_iteration_s = max(self._max_iteration_s, seconds)

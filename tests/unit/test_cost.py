@@ -182,16 +182,19 @@ def test_a_study_alone_on_its_cluster_pays_for_all_of_it():
 
 def test_a_running_peer_is_taken_to_hold_its_nodes_until_it_speaks_again():
     a, b = _two_studies()
-    # B last spoke at 80 s with its trial running; A ends at 100 s.
-    b_then = CostMeter.from_dict(b.to_dict())
-    b_then._nodes["w"].busy = [seg for seg in b_then._nodes["w"].busy if seg[1] <= 80]
-    b_then._running = {"b1": ("w", 0.5)}
-    a.peers = [Peer.from_dict(b_then.published(40.0, 80.0))]
+    # B last spoke at 75 s, halfway through an iteration (its last report was at 70 s),
+    # its trial running; A ends at 100 s.
+    b_then = CostMeter()
+    for node_id in ("head", "w"):
+        b_then.node_up(node(node_id, usd=3.6, cpus=2), at=40.0)
+    for end in range(60, 71, 10):
+        b_then.charge("b1", "w", end // 10, seconds=10, end=end, cpus=1)
+    a.peers = [Peer.from_dict(b_then.published(40.0, 75.0))]
     guessed = a.totals(now=100)["cluster_usd"]
     a.peers = [Peer.from_dict(b.published(40.0, 140.0))]
     assert guessed == pytest.approx(a.totals(now=100)["cluster_usd"])
     # silent for longer than a minute: no longer taken to run on
-    a.peers = [Peer.from_dict(b_then.published(40.0, 80.0))]
+    a.peers = [Peer.from_dict(b_then.published(40.0, 75.0))]
     assert a.totals(now=200)["cluster_usd"] > guessed + 0.09
 
 

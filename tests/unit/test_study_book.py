@@ -8,6 +8,7 @@ disk, the shipped price catalog, and MLflow on a local sqlite store (one per mod
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -276,6 +277,25 @@ def test_two_books_on_one_cluster_hear_each_other_and_split_its_idle_time(make_b
     for book in (a, b):
         assert book.spent() == pytest.approx(10 * node_s * (0.25 + 0.5 / 2 + 1.0 / 2))
     assert a.spent() + b.spent() == pytest.approx(2 * 10 * node_s)  # the two nodes, 10 s
+
+
+def test_an_iteration_is_placed_when_the_worker_ended_it_not_when_the_driver_heard(make_book):
+    """The driver hears of results late, by a lag that varies (two at once after a pause):
+    placed at the driver's time, a trial's back-to-back iterations overlapped, and the
+    other studies on the cluster read the wrong busy time. The worker's clock places them;
+    a worker clock ahead of the driver's is held to when the driver heard."""
+    clock = Clock()
+    book = make_book(clock=clock)
+    start = clock()
+    book.nodes_seen([ray_node("n1")])
+    book.trial_started("t1", {})
+    clock.advance(25)  # both iterations (0-10 s, 10-20 s) heard of at 25 s
+    book.trial_result("t1", 1, {"acc": 0.5}, "n1", 10.0, until=start + 10)
+    book.trial_result("t1", 2, {"acc": 0.6}, "n1", 10.0, until=start + 20)
+    clock.advance(5)
+    book.trial_result("t1", 3, {"acc": 0.7}, "n1", 10.0, until=start + 40)  # a clock ahead
+    busy = json.loads(book.published())["busy"]["n1"]
+    assert busy == [[pytest.approx(start), pytest.approx(start + 30), 0.25]]  # back to back
 
 
 def test_without_a_budget_the_study_never_stops_for_money(make_book):

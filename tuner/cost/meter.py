@@ -103,7 +103,8 @@ class CostMeter:
     def __init__(self) -> None:
         self._nodes: dict[str, _Node] = {}
         self.trials: dict[str, TrialCost] = {}
-        self._running: dict[str, tuple[str, float]] = {}  # trial -> (node, share) of its last charge
+        # trial -> (node, share, end) of its last charge: it holds that node from then on
+        self._running: dict[str, tuple[str, float, float]] = {}
         self.peers: list[Peer] = []  # the other studies on this cluster (not saved: re-read)
 
     def to_dict(self) -> dict[str, Any]:
@@ -180,22 +181,30 @@ class CostMeter:
         trial.markets.add(info.market.value)
         trial.instance_types.add(info.instance_type)
         node.busy.append((end - seconds, end, share))
-        self._running[trial_id] = (node_id, share)
+        self._running[trial_id] = (node_id, share, end)
         return usd
 
     def trial_ended(self, trial_id: str) -> None:
         """The trial holds no node any more (for what :meth:`published` says is running)."""
         self._running.pop(trial_id, None)
 
+    def holds_node(self, trial_id: str) -> bool:
+        return trial_id in self._running
+
     def published(self, since: float, now: float, ended: bool = False,
-                  resolution_s: float = 0.1) -> dict[str, Any]:
+                  resolution_s: float = 0.01) -> dict[str, Any]:
         """What other studies on the cluster need to split its idle time with this one
         (:class:`Peer`'s fields): this study's busy level per node as merged segments,
-        edges rounded to ``resolution_s`` so back-to-back iterations merge into one."""
+        edges rounded to ``resolution_s`` so back-to-back iterations merge into one. A
+        running trial is busy from its last charge to ``now`` (the iteration it is in)."""
+        in_progress: dict[str, list[tuple[float, float, float]]] = {}
+        if not ended:
+            for node_id, share, end in self._running.values():
+                in_progress.setdefault(node_id, []).append((end, max(end, now), share))
         busy: dict[str, list[list[float]]] = {}
         for node_id, node in self._nodes.items():
             rounded = [(round(a / resolution_s) * resolution_s, round(b / resolution_s) * resolution_s, share)
-                       for a, b, share in node.busy]
+                       for a, b, share in [*node.busy, *in_progress.get(node_id, ())]]
             segments: list[list[float]] = []
             for start, end, level in _levels(rounded):
                 if level <= 0:
@@ -208,7 +217,7 @@ class CostMeter:
                 busy[node_id] = segments
         running: dict[str, float] = {}
         if not ended:
-            for node_id, share in self._running.values():
+            for node_id, share, _ in self._running.values():
                 running[node_id] = running.get(node_id, 0.0) + share
         return {"schema": 1, "since": since, "until": now, "ended": ended, "busy": busy,
                 "running": running}

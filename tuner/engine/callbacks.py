@@ -15,7 +15,7 @@ from ray.tune.stopper import Stopper
 
 from tuner import ray_compat
 from tuner.engine.search import _Asha, _Search, user_metrics
-from tuner.engine.trial import BUSY_S, ITERATION, NODE_ID
+from tuner.engine.trial import BUSY_S, BUSY_UNTIL, ITERATION, NODE_ID
 from tuner.record import TrialStatus
 from tuner.study import CLUSTER_PREFIX, StudyBook
 
@@ -65,6 +65,7 @@ class _StudyCallback(Callback):
         # Ray does not count a loss to a drained (preempted) node as a failure.
         self.book.trial_recovering(trial.trial_id, _error_line(trial),
                                    failures=trial.run_metadata.num_failures)
+        self._share_cluster()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
@@ -73,16 +74,22 @@ class _StudyCallback(Callback):
         node_id = result.get(NODE_ID)
         if node_id and not self.book.knows_node(node_id):
             self._poll_nodes(force=True)
+        held = self.book.holds_node(trial.trial_id)
         self.book.trial_result(trial.trial_id, int(result.get(ITERATION, 0)),
                                user_metrics(result), node_id,
-                               float(result.get(BUSY_S, result.get("time_this_iter_s")) or 0.0))
+                               float(result.get(BUSY_S, result.get("time_this_iter_s")) or 0.0),
+                               until=result.get(BUSY_UNTIL))
+        if not held and self.book.holds_node(trial.trial_id):
+            self._share_cluster()  # what it holds changed: tell the other studies now
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         pruned = trial.trial_id in self._asha.pruned
         self.book.trial_ended(trial.trial_id, TrialStatus.PRUNED if pruned else TrialStatus.COMPLETED)
+        self._share_cluster()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.book.trial_ended(trial.trial_id, TrialStatus.FAILED, _error_line(trial))
+        self._share_cluster()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._poll_nodes(force=True)

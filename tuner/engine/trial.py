@@ -22,6 +22,7 @@ ITERATION = "training_iteration"
 STATE_FILE = "tuner_state.pkl"  # what tuner.report saves: {"iteration": n, "state": ...}
 NODE_ID = "node_id"
 BUSY_S = "node_busy_s"
+BUSY_UNTIL = "node_busy_until"  # when that busy time ended (the worker's wall clock)
 
 
 def report_to_tune(metrics: dict[str, Any], checkpoint_directory: str | None = None) -> None:
@@ -45,8 +46,9 @@ def node_is_draining() -> bool:
 
 class _TrialMixin:
     """Adds to each result the Ray node the trial runs on and the seconds it held its
-    resources since the previous result (wall time on the worker, pauses included), so
-    the driver can price it; restores from a checkpoint that exists."""
+    resources since the previous result, with when they ended (wall time on the worker,
+    pauses included; the driver hears of a result later, by a variable lag), so the driver
+    can price it and place it in time; restores from a checkpoint that exists."""
 
     def setup(self, config: dict) -> Any:
         self._tuner_since = time.time()
@@ -61,6 +63,7 @@ class _TrialMixin:
         now = time.time()
         metrics[NODE_ID] = ray.get_runtime_context().get_node_id()
         metrics[BUSY_S] = now - getattr(self, "_tuner_since", now)
+        metrics[BUSY_UNTIL] = now
         self._tuner_since = now
         return metrics
 
