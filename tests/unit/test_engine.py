@@ -13,7 +13,8 @@ import logging
 
 from tuner import ray_compat
 from tuner.engine import callbacks
-from tuner.engine.search import _Asha
+from tuner.engine.search import _Asha, user_metrics
+from tuner.engine.trial import BUSY_S, BUSY_UNTIL, NODE_ID
 
 
 class Book:
@@ -102,3 +103,11 @@ def test_a_budget_stop_after_a_resume_leaves_what_the_last_driver_told_optuna(tm
     states = [t.state for t in search._study.get_trials()]
     assert states == [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL,
                       optuna.trial.TrialState.WAITING]
+
+
+def test_what_ray_and_the_trial_wrapper_add_to_a_result_is_not_the_users_metrics():
+    """Only the trainable's own numbers go to MLflow and name the metrics a study can use."""
+    result = {"acc": 0.5, "loss": 2, "note": "text", "training_iteration": 3,
+              "time_this_iter_s": 0.4, NODE_ID: "ab12", BUSY_S: 0.41, BUSY_UNTIL: 1.8e9,
+              "config/lr": 0.1}
+    assert user_metrics(result) == {"acc": 0.5, "loss": 2.0}

@@ -17,17 +17,18 @@ from ray.tune.search.optuna import OptunaSearch
 
 from tuner import ray_compat
 from tuner.config import RESERVED_PREFIX
-from tuner.engine.trial import ITERATION
+from tuner.engine.trial import BUSY_S, BUSY_UNTIL, ITERATION, NODE_ID
 from tuner.errors import StudyError
 from tuner.record import OPTUNA_JOURNAL
 from tuner.study import check_metric
 
-# Keys Ray Tune adds to every result; everything else is the trainable's own metrics.
+# Keys Ray Tune and the trial wrapper add to every result; the rest is the trainable's own.
 _RAY_KEYS = {
+    NODE_ID, BUSY_S, BUSY_UNTIL,
     "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "date", "pid",
     "hostname", "node_ip", "time_since_restore", "iterations_since_restore", "done",
     "trial_id", "experiment_id", "experiment_tag", "config", "checkpoint_dir_name",
-    "should_checkpoint", "node_id", "node_busy_s", "episodes_total", "timesteps_total", "timesteps_since_restore",
+    "should_checkpoint", "episodes_total", "timesteps_total", "timesteps_since_restore",
 }
 
 
