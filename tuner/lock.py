@@ -54,6 +54,26 @@ class StudyLock:
             self._fd = None
 
 
+def held(path: str) -> bool:
+    """Whether a live driver runs the study at ``path`` (a killed one's lock is free).
+
+    Asks for the lock shared, without waiting, and gives it back at once: a driver
+    starting in those microseconds is refused as if this were one."""
+    try:
+        fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDONLY)
+    except OSError:  # no lock file: no driver ever ran it here
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 def _read(fd: int) -> dict:
     try:
         data = json.loads(os.pread(fd, 4096, 0) or b"{}")

@@ -8,7 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from tuner.record import StudyRecord
+from tuner import lock
+from tuner.record import StudyRecord, StudyState, TrialStatus
 
 TRIAL_COLUMNS = ["trial_id", "status", "iterations", "metric", "best_metric", "cost_usd",
                  "wasted_usd", "lost_iterations", "market", "instance_type", "preemptions",
@@ -38,8 +39,16 @@ class TuneResult:
 
     @classmethod
     def load(cls, path: str) -> TuneResult:
-        """Read the result of the study written to ``path`` (finished or not)."""
-        return cls.from_record(StudyRecord.load(os.path.abspath(path)))
+        """Read the result of the study written to ``path`` (finished or not). A study
+        on record as running whose driver is gone (killed: no one holds its lock) reads as
+        interrupted, its running trials too: what `tuner resume` continues."""
+        record = StudyRecord.load(os.path.abspath(path))
+        if record.state is StudyState.RUNNING and not lock.held(record.path):
+            record.state = StudyState.INTERRUPTED
+            for trial in record.trials.values():
+                if trial.status is TrialStatus.RUNNING:
+                    trial.status = TrialStatus.INTERRUPTED
+        return cls.from_record(record)
 
     @classmethod
     def from_record(cls, record: StudyRecord) -> TuneResult:

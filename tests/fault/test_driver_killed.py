@@ -71,6 +71,13 @@ def test_driver_killed_then_resumed_finishes_without_rerunning(ray_cluster, tmp_
     cli, env, study, finished_at_kill = _run_and_kill(ray_cluster, tmp_path)
 
     before = json.loads((study / "tuner_study.json").read_text())
+    report = subprocess.run([*cli, "report", str(study)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert before["state"] == "running" and report.returncode == 0, report.stderr
+    assert f"did not finish; continue it with: tuner resume {study}" in report.stdout
+    statuses = [line.split()[1] for line in report.stdout.splitlines()[1:] if line.split()[:1]
+                and line.split()[0] in before["trials"]]
+    assert statuses and "running" not in statuses  # its driver is dead: none runs
     resumed = subprocess.run([*cli, "resume", str(study)], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

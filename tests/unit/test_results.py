@@ -11,12 +11,15 @@ import pytest
 
 from tuner.api import TuneResult
 from tuner.errors import StudyError
+from tuner.lock import StudyLock
 from tuner.record import StudyRecord, TrialEntry, TrialStatus
 from tuner.study import check_metric
 
 
 def write_study(tmp_path, trials, mode="max", **fields):
-    """A study record with ``trials``: id -> (status, final acc, iterations, error)."""
+    """A study record with ``trials``: id -> (status, final acc, iterations, error); its
+    driver done (finished, unless ``state`` says otherwise)."""
+    fields.setdefault("state", "finished")
     record = StudyRecord.create(
         str(tmp_path / "study"), name="study", metric="acc", mode=mode, num_samples=len(trials),
         mlflow_uri="http://alice:s3cret@mlflow.example:5000", mlflow_experiment="study",
@@ -148,6 +151,20 @@ def test_an_interrupted_study_says_how_to_continue_and_exits_130(tmp_path, capsy
         code, out, _ = cli(capsys, monkeypatch, command, path)
         assert code == 130
         assert "continue it with: tuner resume" in out
+
+
+def test_a_study_whose_driver_was_killed_reads_as_interrupted_not_running(tmp_path):
+    """A killed driver leaves its study on record as running; the kernel freed its lock."""
+    path = write_study(tmp_path, {"t1": ("completed", 0.9, 3, None),
+                                  "t2": ("running", 0.4, 1, None)}, state="running")
+    with StudyLock(path):  # a live driver: as on record
+        result = TuneResult.load(path)
+        assert result.state == "running" and list(result.trials["status"]) == ["completed", "running"]
+    result = TuneResult.load(path)
+    assert result.state == "interrupted"
+    assert list(result.trials["status"]) == ["completed", "interrupted"]
+    assert f"continue it with: tuner resume {path}" in result.table()
+    assert StudyRecord.load(path).state.value == "running"  # a reading, not a change
 
 
 @pytest.mark.parametrize("value", ["0.93", True, None, [0.9]])
