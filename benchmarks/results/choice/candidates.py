@@ -145,8 +145,16 @@ def main() -> None:
               "`tpe_sampler`. On 8 even tasks x 3 seeds (round12_settings_pilot.md) both were "
               "worse than the base at every budget, with the whole 95% CI above 0 at 20 FTE "
               "(+2.34 and +0.76 points; the base 3.04). The base stays.",
+              "- Round 13 (base: as shipped; a pilot, not a full round): TPE's good set ranked "
+              "at a step the finished trials share (the highest one at least 2 or 3 times the "
+              "good set's size reached, by their value there) instead of Optuna's order "
+              "(COMPLETE first, then PRUNED by the step reached), since under ASHA the first "
+              "trials climb the empty rungs. On 8 even tasks x 3 seeds "
+              "(round13_rung_split_pilot.md) both were worse than the base at every budget "
+              "(at 20 FTE +0.79 [-0.01, +1.66] and +1.65 [-0.44, +3.97] points; the base "
+              "3.04). The base stays.",
               "",
-              "Rounds 3-12 were designed after the held-out figures of the round-2 default had been "
+              "Rounds 3-13 were designed after the held-out figures of the round-2 default had been "
               "seen (RESULTS.md reported them); the choice itself read the even tasks only."]
     with open(os.path.join(HERE, "candidates.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
