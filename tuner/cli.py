@@ -408,17 +408,21 @@ def _prices(args: argparse.Namespace) -> int:
         catalog.get(kind, args.region)
     catalog, note = live_catalog(catalog, args.region, refresh=args.refresh,
                                  offline=not args.refresh)
-    rows = [["instance_type", "vCPU", "GPU", "on-demand $/h", "spot $/h", "saving", "spot source",
-             "on-demand source"]]
+    rows = [["instance_type", "vCPU", "GPU", "on-demand $/h", "spot $/h", "saving", "source"]]
+    sources: dict[str, int] = {}  # each source once, below the table, by number
+    def cite(source: str) -> str:
+        return f"[{sources.setdefault(source, len(sources) + 1)}]"
+
     for p in catalog:
         if p.region != args.region or (args.types and p.instance_type not in args.types):
             continue
         saving = 100 * (1 - p.spot_usd_hour / p.on_demand_usd_hour) if p.on_demand_usd_hour else 0
         rows.append([p.instance_type, str(p.vcpus), str(p.gpus), f"{p.on_demand_usd_hour:.4f}",
-                     f"{p.spot_usd_hour:.4f}", f"{saving:.0f}%", p.source(Market.SPOT),
-                     p.source(Market.ON_DEMAND)])
+                     f"{p.spot_usd_hour:.4f}", f"{saving:.0f}%",
+                     f"on-demand {cite(p.source(Market.ON_DEMAND))}, spot {cite(p.source(Market.SPOT))}"])
     print(f"{args.region}: {note}")
     print("\n".join(columns(rows)))
+    print("\n".join(f"[{n}] {source}" for source, n in sources.items()))
     return 0
 
 

@@ -7,6 +7,7 @@ no Ray cluster is started. A test that fakes something says what in its docstrin
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -122,6 +123,20 @@ def test_a_price_csv_that_is_not_utf8(tmp_path, capsys):
     (tmp_path / "prices.csv").write_bytes(b"instance_type,region\n\xe9t\xe9,x\n")
     code, _, err = main(capsys, "prices", "--prices", str(tmp_path / "prices.csv"))
     assert "prices.csv: is not UTF-8 text" in one_line_error(code, err)
+
+
+def test_prices_name_each_source_once_below_the_table(capsys):
+    """A source is a long line with its date: on every row it made rows ~250 characters."""
+    code, out, _ = main(capsys, "prices", "--type", "c5.xlarge", "--type", "m5.large",
+                        "--type", "g4dn.xlarge")
+    assert code == 0
+    lines = out.splitlines()
+    rows = [ln for ln in lines[2:] if not ln.startswith("[")]
+    notes = dict(ln.split(" ", 1) for ln in lines if ln.startswith("["))
+    assert len(rows) == 3 and all(len(ln) < 100 for ln in rows)
+    cited = {ref for row in rows for ref in re.findall(r"\[\d+\]", row)}
+    assert cited == set(notes) and len(set(notes.values())) == len(notes)
+    assert all(re.search(r"\(\d{4}-\d{2}-\d{2}\)$", source) for source in notes.values())
 
 
 def test_report_on_a_file_instead_of_a_study_directory(tmp_path, capsys):
