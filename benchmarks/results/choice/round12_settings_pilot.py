@@ -66,11 +66,9 @@ def table(path: str) -> None:
               f"{np.mean([r[3] for r in rows]):.1f} |")
 
 
-def main() -> None:
-    if sys.argv[1] == "--table":
-        return table(sys.argv[2])
-    ntask, nseed = int(sys.argv[1]), int(sys.argv[2])
-    settings = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+def pilot(ntask: int, nseed: int, make_sampler) -> list[list]:
+    """One row per study (COLUMNS) of a sampler (a function of the seed) against the shipped
+    default's studies, on ``ntask`` of the even tasks and seeds 0 to ``nseed`` - 1."""
     every = list(shared().tasks)
     even = every[::2]
     tasks = even[::max(1, len(even) // ntask)][:ntask]
@@ -82,7 +80,7 @@ def main() -> None:
         for s in range(nseed):
             base = P._CACHE[(P.SHIPPED, t, s, 4, round(20.0, 6))]
             started = time.process_time()
-            method = sim.tuner_method(s, sampler=sampler(dict(settings)))
+            method = sim.tuner_method(s, sampler=make_sampler)
             trace = sim.simulate(method, sim.Task(t), 4, 20 * fte)
             run = {"cost": [c / fte for c in trace.cost], "best": trace.best}
             row = [t, s, trace.trials, round(time.process_time() - started, 1)]
@@ -91,13 +89,26 @@ def main() -> None:
                         round(ref[t]["pool_best"] - at(base, b), 2)]
             rows.append(row)
             print(row, flush=True)
+    return rows
+
+
+def save(rows: list[list], settings: dict, path: str | None) -> None:
+    """Print the means; with ``path``, append the variant's rows there (for :func:`table`)."""
     a = np.array([r[4:] for r in rows], float)
     print(settings, "mean regret new/shipped @5,10,20:", np.nanmean(a, 0).round(2))
-    if len(sys.argv) > 4:
-        done = json.load(open(sys.argv[4])) if os.path.exists(sys.argv[4]) else []
-        done.append({"settings": json.loads(sys.argv[3]), "columns": COLUMNS, "rows": rows})
-        with open(sys.argv[4], "w", encoding="utf-8") as f:
+    if path:
+        done = json.load(open(path)) if os.path.exists(path) else []
+        done.append({"settings": settings, "columns": COLUMNS, "rows": rows})
+        with open(path, "w", encoding="utf-8") as f:
             json.dump(done, f, indent=0)
+
+
+def main() -> None:
+    if sys.argv[1] == "--table":
+        return table(sys.argv[2])
+    settings = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+    rows = pilot(int(sys.argv[1]), int(sys.argv[2]), sampler(settings))
+    save(rows, settings, sys.argv[4] if len(sys.argv) > 4 else None)
 
 
 if __name__ == "__main__":

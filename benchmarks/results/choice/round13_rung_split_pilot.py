@@ -14,25 +14,20 @@ tasks, seeds 0-2, K = 4, 20 FTE, through the same simulator and the product's `_
     PYTHONPATH=. python benchmarks/results/choice/round13_rung_split_pilot.py --table OUT.json
 """
 
-import json
 import math
 import os
 import sys
-import time
 from collections import Counter
 
-import numpy as np
 import optuna
 from optuna.samplers._tpe import sampler as tpe
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from round12_settings_pilot import COLUMNS, at, table
+from round12_settings_pilot import pilot, save, table
 
-from benchmarks import protocol as P
 from benchmarks import sim
-from benchmarks.lcbench import shared
 
 _OPTUNA_SPLIT = tpe._split_trials
 
@@ -79,35 +74,10 @@ def sampler(m: float):
 def main() -> None:
     if sys.argv[1] == "--table":
         return table(sys.argv[2])
-    ntask, nseed, m = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-    every = list(shared().tasks)
-    even = every[::2]
-    tasks = even[::max(1, len(even) // ntask)][:ntask]
-    P.load_cache(os.path.join(P.OUT, "choice", "runs.json.gz"), read_only=True)
-    ref = P.reference(tasks)
-    rows = []
-    for t in tasks:
-        fte = ref[t]["fte_s"]
-        for s in range(nseed):
-            base = P._CACHE[(P.SHIPPED, t, s, 4, round(20.0, 6))]
-            started = time.process_time()
-            method = sim.tuner_method(s, sampler=sampler(m))
-            trace = sim.simulate(method, sim.Task(t), 4, 20 * fte)
-            run = {"cost": [c / fte for c in trace.cost], "best": trace.best}
-            row = [t, s, trace.trials, round(time.process_time() - started, 1)]
-            for b in (5, 10, 20):
-                row += [round(ref[t]["pool_best"] - at(run, b), 2),
-                        round(ref[t]["pool_best"] - at(base, b), 2)]
-            rows.append(row)
-            print(row, flush=True)
-    a = np.array([r[4:] for r in rows], float)
-    print(f"m={m}", "mean regret new/shipped @5,10,20:", np.nanmean(a, 0).round(2))
-    if len(sys.argv) > 4:
-        done = json.load(open(sys.argv[4])) if os.path.exists(sys.argv[4]) else []
-        done.append({"settings": {"good set ranked at the step reached by n_below x": m},
-                     "columns": COLUMNS, "rows": rows})
-        with open(sys.argv[4], "w", encoding="utf-8") as f:
-            json.dump(done, f, indent=0)
+    m = float(sys.argv[3])
+    rows = pilot(int(sys.argv[1]), int(sys.argv[2]), sampler(m))
+    save(rows, {"good set ranked at the step reached by n_below x": m},
+         sys.argv[4] if len(sys.argv) > 4 else None)
 
 
 if __name__ == "__main__":
