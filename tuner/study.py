@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import numbers
 import os
 import time
@@ -132,22 +133,24 @@ class StudyBook:
         """The MLflow runs of trials that finished before the last driver died, as the record
         has them: that driver's last writes (half a second) may be lost to a kill. A run
         still marked running is ended, a missing one is made, and one without the trial's
-        final values gets them at its last step (the steps before are what was written)."""
+        final values (its metric and cost at its last step as recorded) gets them there
+        (the steps before are what was written)."""
         parent = self.record.parent_run_id
         runs = self.tracker.trial_runs(parent)
         for trial_id, entry in self.record.trials.items():
             run = runs.get(trial_id)
-            whole = run is not None and not run.running and (
-                entry.metric is None or self.record.metric in run.metrics)
-            if whole or not entry.final:  # a trial the resumed study runs writes as it goes
-                continue
+            final = {self.record.metric: entry.metric, "tuner.cost_usd": entry.cost_usd or None}
+            has_final = run is not None and all(
+                value is None or _same(run.metrics.get(name), value) for name, value in final.items())
+            if (has_final and run is not None and not run.running) or not entry.final:
+                continue  # whole; or a trial the resumed study runs, which writes as it goes
 
             def created(run_id: str, entry: TrialEntry = entry) -> None:
                 entry.mlflow_run_id = run_id
 
             self.tracker.start_trial(parent, self.record.name, trial_id, entry.config,
                                      run_id=run.run_id if run else None, on_created=created)
-            if run is None or self.record.metric not in run.metrics:
+            if not has_final:
                 self.tracker.log_metrics(trial_id, {
                     **({} if entry.metric is None else {self.record.metric: entry.metric}),
                     **self._final_values(entry)}, entry.iterations)
@@ -420,3 +423,10 @@ class StudyBook:
     def _say(self, line: str) -> None:
         if self._verbose:
             print(line, flush=True)
+
+
+def _same(logged: float | None, recorded: float) -> bool:
+    """Whether MLflow's value is the record's (NaN is NaN)."""
+    if logged is None:
+        return False
+    return (math.isnan(logged) and math.isnan(recorded)) or math.isclose(logged, recorded, rel_tol=1e-9)

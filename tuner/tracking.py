@@ -47,7 +47,7 @@ class TrialRun(NamedTuple):
 
     run_id: str
     running: bool  # still marked running
-    metrics: frozenset[str]  # the names of the metrics it has
+    metrics: Mapping[str, float]  # each metric it has: its value at its last step
 
 
 _PAGE = 1000  # runs per search page
@@ -287,7 +287,7 @@ class Tracker:
                 filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
             for r in runs:
                 found[r.data.tags.get("tuner.trial_id", "")] = TrialRun(
-                    r.info.run_id, r.info.status == "RUNNING", frozenset(r.data.metrics))
+                    r.info.run_id, r.info.status == "RUNNING", dict(r.data.metrics))
             token = runs.token
             if not token:
                 return found

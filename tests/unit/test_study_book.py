@@ -440,19 +440,22 @@ def test_a_trial_started_again_by_resume_counts_one_restart(make_book):
 
 
 def test_resume_writes_to_mlflow_what_a_killed_driver_recorded_but_did_not_write(make_book):
-    """Driver 1 started t1 and t2 (their runs written) and recorded both ends, then died
-    before MLflow had them (`kill -9` within the writer's half second): t1's run is still
-    running without a value, and t2's is gone (deleted here). Faked: the lost writes (the
-    record's entries are set as the driver set them; t2's run is deleted)."""
+    """Driver 1 started t1, t2 and t3 (their runs written) and recorded their ends, then
+    died before MLflow had them (`kill -9` within the writer's half second): t1's run is
+    still running without a value, t2's is gone (deleted here), and t3's ended with its
+    first step only. Faked: the lost writes (the record's entries are set as the driver set
+    them; t2's run is deleted)."""
     clock = Clock()
     book = make_book(clock=clock)
-    for trial_id in ("t1", "t2"):
+    for trial_id in ("t1", "t2", "t3"):
         book.trial_started(trial_id, {"lr": 0.1})
+    book.tracker.log_metrics("t3", {"acc": 0.2, "tuner.cost_usd": 0.001}, 1)
+    book.tracker.end_run("t3", "pruned")
     book.tracker.flush()
     client = MlflowClient(book.tracker.uri)
     client.delete_run(book.record.trials["t2"].mlflow_run_id)
     for trial_id, status, acc in (("t1", TrialStatus.COMPLETED, 0.9),
-                                  ("t2", TrialStatus.PRUNED, 0.4)):
+                                  ("t2", TrialStatus.PRUNED, 0.4), ("t3", TrialStatus.PRUNED, 0.5)):
         entry = book.record.trials[trial_id]
         entry.status, entry.iterations, entry.metric, entry.cost_usd = status, 3, acc, 0.002
         entry.ended_at = clock.advance(5)
@@ -460,16 +463,20 @@ def test_resume_writes_to_mlflow_what_a_killed_driver_recorded_but_did_not_write
     book.record.save()
 
     again = StudyBook(book.record.path, verbose=False, clock=clock)
-    for trial_id, status, acc in (("t1", "FINISHED", 0.9), ("t2", "FINISHED", 0.4)):
+    for trial_id, acc, steps in (("t1", 0.9, [(3, 0.9)]), ("t2", 0.4, [(3, 0.4)]),
+                                 ("t3", 0.5, [(1, 0.2), (3, 0.5)])):
         run = run_of(again, trial_id)
-        assert run.info.status == status and run.data.tags["tuner.status"] != "running"
+        assert run.info.status == "FINISHED" and run.data.tags["tuner.status"] != "running"
         assert run.data.params == {"lr": "0.1"}
         assert run.data.metrics["acc"] == acc and run.data.metrics["tuner.cost_usd"] == 0.002
         history = client.get_metric_history(run.info.run_id, "acc")
-        assert [(m.step, m.value) for m in history] == [(3, acc)]
+        assert [(m.step, m.value) for m in history] == steps
     children = client.search_runs([again.tracker.experiment_id],
                                   f"tags.mlflow.parentRunId = '{again.record.parent_run_id}'")
-    assert sorted(r.data.tags["tuner.trial_id"] for r in children) == ["t1", "t2"]
+    assert sorted(r.data.tags["tuner.trial_id"] for r in children) == ["t1", "t2", "t3"]
+    StudyBook(book.record.path, verbose=False, clock=clock).tracker.flush()  # a second resume
+    history = client.get_metric_history(run_of(again, "t3").info.run_id, "acc")
+    assert [(m.step, m.value) for m in history] == [(1, 0.2), (3, 0.5)]  # nothing written twice
 
 
 # --- the bill across drivers ---------------------------------------------------------------------

@@ -53,7 +53,7 @@ def test_after_a_restart_a_trial_finds_its_run_instead_of_creating_another(tmp_p
     first.flush()  # the run exists; say the driver died before recording its id
 
     second = _tracker(tmp_path)
-    assert second.trial_runs(parent)["t1"] == (ids[0], True, frozenset())
+    assert second.trial_runs(parent)["t1"] == (ids[0], True, {})
     second.start_trial(parent, "s", "t1", {"lr": 0.1}, again=True, on_created=ids.append)
     second.end_run("t1", "completed")
     second.flush()
