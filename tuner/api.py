@@ -258,7 +258,8 @@ def resume(path: str, trainable: Callable[..., Any] | None = None,
                     print(f"[tuner] resuming study {record.name} from {path}",
                           flush=True)
                 engine.resume_study(trainable, path, tune_path,
-                                    replace(settings, ray_address=address), budget_raised)
+                                    replace(settings, ray_address=address), budget_raised,
+                                    verbose=verbose)
             else:
                 _forget_unsnapshotted(record, tracker)
                 if verbose:

@@ -111,3 +111,15 @@ def test_what_ray_and_the_trial_wrapper_add_to_a_result_is_not_the_users_metrics
               "time_this_iter_s": 0.4, NODE_ID: "ab12", BUSY_S: 0.41, BUSY_UNTIL: 1.8e9,
               "config/lr": 0.1}
     assert user_metrics(result) == {"acc": 0.5, "loss": 2.0}
+
+
+def test_a_restored_callback_speaks_as_this_driver_asks_not_as_the_first_did(monkeypatch, tmp_path):
+    """Tune restores the study's callback with the first driver's ``verbose``; `tuner resume
+    --quiet` must still be quiet. Faked: the study book (only its ``verbose`` is read)."""
+    made = []
+    monkeypatch.setattr(callbacks, "StudyBook", lambda path, verbose: made.append(verbose))
+    restored = callbacks._StudyCallback(str(tmp_path), _Asha(metric="acc", mode="max"),
+                                        verbose=True)
+    monkeypatch.setitem(callbacks.VERBOSE, str(tmp_path), False)  # what resume_study sets
+    restored.book  # noqa: B018 (made on first use)
+    assert made == [False]

@@ -21,6 +21,7 @@ from tuner.study import CLUSTER_PREFIX, StudyBook
 
 log = logging.getLogger(__name__)
 _BOOKS: dict[str, StudyBook] = {}  # experiment dir -> the driver's live bookkeeping
+VERBOSE: dict[str, bool] = {}  # experiment dir -> whether this driver prints progress
 
 
 class _StudyCallback(Callback):
@@ -40,7 +41,7 @@ class _StudyCallback(Callback):
     @property
     def book(self) -> StudyBook:
         if self._dir not in _BOOKS:
-            _BOOKS[self._dir] = StudyBook(self._dir, verbose=self._verbose)
+            _BOOKS[self._dir] = StudyBook(self._dir, verbose=VERBOSE.get(self._dir, self._verbose))
         return _BOOKS[self._dir]
 
     def setup(self, stop: Any = None, num_samples: Any = None, total_num_samples: Any = None,

@@ -22,7 +22,7 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tun
 
 from tuner import ray_compat
 from tuner.config import StudySettings
-from tuner.engine.callbacks import _BOOKS, _StudyCallback, _StudyStopper
+from tuner.engine.callbacks import _BOOKS, VERBOSE, _StudyCallback, _StudyStopper
 from tuner.engine.search import _Asha, _Search, optuna_storage, tpe_sampler
 from tuner.engine.trial import ITERATION, with_trial_mixin
 from tuner.errors import StudyError, TunerError
@@ -191,6 +191,7 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
                                              settings.tpe_n_ei_candidates,
                                              settings.tpe_n_startup_trials))
         resources = settings.resources_per_trial
+        VERBOSE[experiment_dir] = verbose
         study = _StudyCallback(experiment_dir, asha, verbose, search)
         tuner = Tuner(
             tune.with_resources(with_trial_mixin(trainable), dict(resources)),
@@ -211,11 +212,14 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
 
 
 def resume_study(trainable: Callable[..., Any], experiment_dir: str, tune_path: str,
-                 settings: StudySettings, budget_raised: Collection[str] | None = None) -> None:
+                 settings: StudySettings, budget_raised: Collection[str] | None = None,
+                 verbose: bool = True) -> None:
     """Continue a study whose driver stopped: same trials, Optuna study and MLflow runs.
     ``budget_raised``: it had stopped at its budget, which was raised, and goes on with new
-    trials up to ``num_samples`` besides these, the trials it had started."""
+    trials up to ``num_samples`` besides these, the trials it had started. ``verbose``:
+    this driver's progress lines (Tune restores the callback with the first driver's)."""
     resources = settings.resources_per_trial
+    VERBOSE[experiment_dir] = verbose
     with _study_process(experiment_dir):
         preflight(settings)
         _ship_by_value(trainable)
