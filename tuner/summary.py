@@ -115,6 +115,8 @@ def _ending(result: TuneResult) -> list[str]:
         return lines
     if result.stop_reason:
         return [f"Stopped early: {result.stop_reason}"]
+    if result.state == "running":  # a live driver holds it (TuneResult.load asked its lock)
+        return ["The study is running: its driver goes on; report again for later figures"]
     if result.state != "finished":
         return [f"The study did not finish; continue it with: tuner resume {result.path}"]
     return []

@@ -160,6 +160,7 @@ def test_a_study_whose_driver_was_killed_reads_as_interrupted_not_running(tmp_pa
     with StudyLock(path):  # a live driver: as on record
         result = TuneResult.load(path)
         assert result.state == "running" and list(result.trials["status"]) == ["completed", "running"]
+        assert "The study is running" in result.table() and "tuner resume" not in result.table()
     result = TuneResult.load(path)
     assert result.state == "interrupted"
     assert list(result.trials["status"]) == ["completed", "interrupted"]
