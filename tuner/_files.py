@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from typing import Any
 
@@ -38,7 +39,9 @@ class _DuplicateKey(yaml.YAMLError):
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.safe_load``'s loader, but a mapping that gives a key twice is refused: PyYAML
-    keeps the last silently. Keys a ``<<: *anchor`` merge brings in may be overridden."""
+    keeps the last silently. Keys a ``<<: *anchor`` merge brings in may be overridden.
+    Numbers in exponent form without a dot (``1e-2``, ``5E3``) are numbers, as in YAML 1.2
+    (PyYAML follows YAML 1.1, which reads them as strings)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -53,6 +56,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 break
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 def read_yaml(path: str) -> Any:

@@ -248,6 +248,10 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
     if not isinstance(data, Mapping):
         raise ConfigError(source, "", "an experiment file is a mapping with at least "
                           "`trainable:`, `space:` and `metric:`")
+    if "available_node_types" in data:
+        raise ConfigError(source, "", f"is a Ray cluster config, not an experiment; start the "
+                          f"cluster with it (`ray up {path}`, see cluster/README.md), then run "
+                          f"an experiment on it (e.g. examples/digits_mlp.yaml)")
     if not {"trainable", "space", "metric"} & set(data) and any(
             isinstance(v, Mapping) and "type" in v for v in data.values()):
         raise ConfigError(source, "", f"is a search space, not an experiment; an experiment "

@@ -191,6 +191,25 @@ def test_a_setting_given_twice_is_refused(tmp_path):
         load_experiment(path)
 
 
+def test_a_ray_cluster_config_given_as_an_experiment_is_named_as_one():
+    """`tuner run cluster/aws-spot.yaml` said the file was a search space."""
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "cluster", "aws-spot.yaml")
+    with pytest.raises(ConfigError, match=r"^aws-spot.yaml: is a Ray cluster config, not an "
+                                          r"experiment; start the cluster with it \(`ray up "):
+        load_experiment(path)
+
+
+def test_numbers_in_exponent_form_are_numbers_in_every_setting(tmp_path):
+    """YAML 1.1 (PyYAML) reads `1e-2` as a string: `budget_usd: 1e-2` was refused as not a
+    number. A quoted one stays a string."""
+    path = write(tmp_path, "trainable: mytrain:train\nspace: space.yaml\nmetric: acc\n"
+                           "budget_usd: 1e-2\nseconds_per_iteration: 5E-1\n"
+                           "scheduler: {reduction_factor: 3e0}\nname: '1e5'\n")
+    settings = load_experiment(path).settings
+    assert (settings.budget_usd, settings.seconds_per_iteration) == (0.01, 0.5)
+    assert settings.reduction_factor == 3.0 and settings.name == "1e5"
+
+
 def test_yaml_merge_keys_may_be_overridden(tmp_path):
     """`<<: *anchor` then a key of the anchor's: the YAML way to override a default, no
     duplicate (Ray cluster configs use it)."""
