@@ -203,8 +203,20 @@ _MLFLOW_DATABASES = {"sqlite", "postgresql", "mysql", "mssql"}
 
 
 def _check_mlflow_uri(source: str, uri: str) -> None:
-    """Refuse a tracking URI whose scheme MLflow has no store for (a plain path is a file store)."""
-    scheme = urllib.parse.urlsplit(uri).scheme.lower()
+    """Refuse a tracking URI whose scheme MLflow has no store for, a file store (a plain path
+    too) MLflow 3 refuses, and a sqlite URI whose path went into its host part."""
+    parts = urllib.parse.urlsplit(uri)
+    scheme = parts.scheme.lower()
+    allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1")  # MLflow's opt-in
+    if scheme in ("", "file") and uri.lower() not in _MLFLOW_SCHEMES and not allowed:
+        name = os.path.splitext(os.path.basename(parts.path.rstrip("/")) or "mlflow")[0]
+        raise ConfigError(source, "mlflow_uri", f"{uri!r} is a file store, which MLflow 3 "
+                          f"refuses; use a database, e.g. sqlite:///{name}.db (or set "
+                          f"MLFLOW_ALLOW_FILE_STORE=true to keep a file store)")
+    if scheme == "sqlite" and parts.netloc:
+        raise ConfigError(source, "mlflow_uri", f"{uri!r} puts the file in the URI's host part; "
+                          f"a sqlite URI has three slashes before a relative path "
+                          f"(sqlite:///{parts.netloc}{parts.path}) and four before an absolute one")
     if not scheme or scheme in _MLFLOW_SCHEMES or scheme.split("+")[0] in _MLFLOW_DATABASES:
         return
     plugins = {e.name for e in importlib.metadata.entry_points(group="mlflow.tracking_store")}

@@ -188,7 +188,7 @@ def test_an_mlflow_uri_with_an_unknown_scheme_is_refused_without_its_password(tm
     for uri, ok in (("notascheme://x", False), ("bogus://me:hunter22@host/db", False),
                     ("postgresql+psycopg2://me:hunter22@host/db", True),
                     ("https://me:hunter22@host:5000", True), ("databricks", True),
-                    ("file:///tmp/mlruns", True)):
+                    ("sqlite:////tmp/m.db", True)):
         (tmp_path / "exp.yaml").write_text(f"trainable: mytrain:train\nspace: space.yaml\n"
                                            f"metric: acc\nmlflow_uri: '{uri}'\n")
         code, _, err = main(capsys, "validate", str(tmp_path / "exp.yaml"))

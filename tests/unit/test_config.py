@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 
 import pytest
@@ -129,12 +130,27 @@ def test_api_settings_are_checked_the_same_way():
         StudySettings(metric="acc", max_failures=-2)
 
 
-def test_the_mlflow_schemes_mlflow_opens_are_accepted():
-    for uri in ("sqlite:///mlflow.db", "file:///tmp/mlruns", "mlruns", "http://h:5000",
+def test_the_mlflow_schemes_mlflow_opens_are_accepted(monkeypatch):
+    for uri in ("sqlite:///mlflow.db", "sqlite:////tmp/m.db", "http://h:5000",
                 "https://u:pw@h", "databricks", "databricks://profile",
                 "postgresql://u:pw@h/db", "postgresql+psycopg2://h/db", "mysql+pymysql://h/db",
                 "mssql+pyodbc://h/db"):
         assert StudySettings(metric="acc", mlflow_uri=uri).mlflow_uri == uri
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3's opt-in
+    for uri in ("file:///tmp/mlruns", "mlruns"):
+        assert StudySettings(metric="acc", mlflow_uri=uri).mlflow_uri == uri
+
+
+@pytest.mark.parametrize(("uri", "fix"), [
+    ("mlflow.db", "use a database, e.g. sqlite:///mlflow.db (or set MLFLOW_ALLOW_FILE_STORE"),
+    ("file:///tmp/mlruns", "use a database, e.g. sqlite:///mlruns.db"),
+    ("sqlite://mlflow.db", "three slashes before a relative path (sqlite:///mlflow.db)")])
+def test_an_mlflow_uri_mlflow_3_would_refuse_is_refused_with_the_fix(monkeypatch, uri, fix):
+    """MLflow 3 refuses file stores unless opted in; `sqlite://x.db` is x.db as a host. Both
+    passed `tuner validate` and failed in `tuner run` once Ray had started."""
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    with pytest.raises(ConfigError, match=r"^exp.yaml: mlflow_uri: .*" + re.escape(fix)):
+        settings_from({"metric": "acc", "mlflow_uri": uri}, "exp.yaml")
 
 
 def test_a_password_in_a_refused_mlflow_uri_is_not_echoed():
