@@ -21,7 +21,9 @@ from tuner.study import CLUSTER_PREFIX, StudyBook
 
 log = logging.getLogger(__name__)
 _BOOKS: dict[str, StudyBook] = {}  # experiment dir -> the driver's live bookkeeping
-VERBOSE: dict[str, bool] = {}  # experiment dir -> whether this driver prints progress
+# experiment dir -> whether this driver prints progress, where Tune restored the callback
+# (with the first driver's ``verbose``): set by ``resume_study``
+VERBOSE: dict[str, bool] = {}
 
 
 class _StudyCallback(Callback):

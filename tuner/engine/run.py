@@ -191,7 +191,6 @@ def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: Study
                                              settings.tpe_n_ei_candidates,
                                              settings.tpe_n_startup_trials))
         resources = settings.resources_per_trial
-        VERBOSE[experiment_dir] = verbose
         study = _StudyCallback(experiment_dir, asha, verbose, search)
         tuner = Tuner(
             tune.with_resources(with_trial_mixin(trainable), dict(resources)),
