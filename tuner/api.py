@@ -6,6 +6,7 @@ import contextlib
 import os
 import random
 import re
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
@@ -75,17 +76,17 @@ def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettin
     remote = is_remote(settings.storage_path)
     base = _base(verbose)
     _check_writable(settings, source, remote, base)
-    engine.preflight(settings)
     # The record and the Optuna journal stay with the driver (on-demand head); checkpoints
     # and Tune's experiment state go to storage_path, local or s3://.
     results = os.path.abspath(os.path.join(base, "tuner_results" if remote
                                            else settings.storage_path))
+    if settings.name:  # refused before Ray starts; again under the lock, in case of a race
+        _refuse_existing(os.path.join(results, settings.name), settings.name)
+    engine.preflight(settings)
     name, path = _study_dir(results, settings.name, _stem(space.source))
     tune_path = f"{settings.storage_path.rstrip('/')}/{name}" if remote else path
     with StudyLock(path):
-        if StudyRecord.exists(path):
-            raise StudyError(f"{path}: a study named {name!r} exists already; run "
-                             f"`tuner resume {path}` to continue it, or choose another name")
+        _refuse_existing(path, name)
         if settings.seed is None:
             settings = replace(settings, seed=random.SystemRandom().randrange(2**31))
             if verbose:
@@ -123,6 +124,12 @@ def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettin
     return TuneResult.load(path)
 
 
+def _refuse_existing(path: str, name: str) -> None:
+    if StudyRecord.exists(path):
+        raise StudyError(f"{path}: a study named {name!r} exists already; run "
+                         f"`tuner resume {path}` to continue it, or choose another name")
+
+
 def _check_writable(settings: StudySettings, source: str, remote: bool, base: str) -> None:
     """Refuse a local storage_path or sqlite mlflow_uri the study could not write, before
     it makes anything there (relative ones resolve against ``base``)."""
@@ -151,6 +158,10 @@ def _unwritable_dir(path: str) -> str | None:
         return f"{existing} is a file, not a directory"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{existing} is not writable"
+    try:  # root passes os.access where the file system still refuses (/proc, read-only mounts)
+        os.rmdir(tempfile.mkdtemp(prefix=".tuner-probe-", dir=existing))
+    except OSError as exc:
+        return f"cannot make a directory in {existing} ({exc.strerror or exc})"
     return None
 
 

@@ -185,7 +185,11 @@ class StudySettings:
             PriceCatalog.load(self.prices).get(self.default_instance_type, self.region)
         except ConfigError as exc:
             ours = {"region": "region", "instance_type": "default_instance_type"}.get(exc.key)
-            if ours is None:  # the price file itself is bad
+            if ours is None and not exc.key and self.prices and exc.source == self.prices:
+                raise bad("prices", f"{self.prices}: {exc.message}; name a price CSV (relative "
+                          f"to the experiment file), or drop `prices:` for the shipped "
+                          f"catalog (`tuner prices` lists it)") from None
+            if ours is None:  # a line of the price file is bad: the error names it
                 raise
             raise bad(ours, exc.message) from None
         for key in ("mlflow_uri", "mlflow_experiment", "ray_address", "prices", "aws_cluster"):

@@ -128,6 +128,19 @@ class SearchSpace:
 
 
 _TYPE_OF = {FloatParam: "float", IntParam: "int", CategoricalParam: "categorical"}
+# Other libraries' names for a distribution (Ray Tune's, Hyperopt's), and how to write it here
+_OTHER_NAMES = {
+    "uniform": "type: float, low: ..., high: ...",
+    "loguniform": "type: float, low: ..., high: ..., log: true",
+    "quniform": "type: float, low: ..., high: ..., step: ...",
+    "randint": "type: int, low: ..., high: ...",
+    "lograndint": "type: int, low: ..., high: ..., log: true",
+    "qrandint": "type: int, low: ..., high: ..., step: ...",
+    "integer": "type: int, low: ..., high: ...",
+    "choice": "type: categorical, choices: [...]",
+    "bool": "type: categorical, choices: [true, false]",
+}
+
 _KEYS = {
     "float": {"type", "low", "high", "log", "step", "when"},
     "int": {"type", "low", "high", "log", "step", "when"},
@@ -177,10 +190,14 @@ def parse_space(data: Any, source: str = "space") -> SearchSpace:
 def _parse_param(source: str, name: str, spec: Mapping[str, Any]) -> Param:
     kind = spec.get("type")
     if kind is None:
+        for key in spec:  # `tpye:` is a misspelt `type:`, not a missing one
+            if did_you_mean(str(key), ["type"]):
+                raise unknown_key(source, str(key), set().union(*_KEYS.values()), where=name)
         raise ConfigError(source, f"{name}.type", "is required: float, int or categorical (e.g. "
                           "`{type: float, low: 0.0001, high: 0.1, log: true}`)")
     if kind not in _KEYS:
-        hint = did_you_mean(str(kind), _KEYS)
+        hint = (f"; write it as `{{{_OTHER_NAMES[kind]}}}`" if kind in _OTHER_NAMES
+                else did_you_mean(str(kind), _KEYS))
         raise ConfigError(source, f"{name}.type", f"must be one of float, int, categorical, got "
                           f"{kind!r}{hint}")
     for key in spec:

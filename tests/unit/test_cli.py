@@ -286,6 +286,35 @@ def test_a_storage_path_in_a_directory_without_write_permission_is_refused(tmp_p
     assert os.listdir(tmp_path / "ro") == [] and not (tmp_path / "mlflow.db").exists()
 
 
+def test_a_storage_path_the_file_system_refuses_even_to_root_is_refused(tmp_path, capsys,
+                                                                         monkeypatch):
+    """/proc takes no new directory from anyone; root passes os.access there."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = main(capsys, "run", _study_files(tmp_path, "storage_path: /proc/results"))
+    assert one_line_error(code, err).startswith(
+        "error: exp.yaml: storage_path: '/proc/results' cannot hold the study (")
+    assert err.rstrip().endswith("pass a directory you can write to")
+
+
+def test_a_named_study_that_exists_is_refused_before_ray_starts(tmp_path, capsys, monkeypatch):
+    """Spies on the engine's preflight (what joins or starts Ray): it must not be called."""
+    from tuner import engine
+    from tuner.record import StudyRecord
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(engine, "preflight", lambda settings: pytest.fail("Ray was started"))
+    existing = tmp_path / "tuner_results" / "once"
+    existing.mkdir(parents=True)
+    StudyRecord.create(str(existing), name="once", metric="acc", mode="max", num_samples=1,
+                       mlflow_uri="sqlite:///mlflow.db", mlflow_experiment="once",
+                       parent_run_id="p1", settings={})
+    code, _, err = main(capsys, "run", _study_files(tmp_path, "name: once"))
+    assert code == 1  # the study's trouble, not the input's
+    assert err.strip() == (
+        f"error: {existing}: a study named 'once' exists already; run `tuner resume {existing}` "
+        f"to continue it, or choose another name")
+
+
 @pytest.mark.parametrize("command", ["run", "estimate"])
 def test_a_search_space_given_for_an_experiment_says_where_it_belongs(tmp_path, capsys, command):
     (tmp_path / "mlp.yaml").write_text("lr: {type: float, low: 0.001, high: 0.1, log: true}\n"

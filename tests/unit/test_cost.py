@@ -29,6 +29,10 @@ def test_unknown_instance_type_or_region_suggests_a_fix():
         catalog.get("m5.larg", "us-east-1")
     with pytest.raises(ConfigError, match=r"no prices for region 'us-east1' \(did you mean 'us-east-1'\?\)"):
         catalog.get("m5.large", "us-east1")
+    for region in ("eu-west-1", "us-east-2"):  # AWS regions the file has no rows for: no guess
+        with pytest.raises(ConfigError, match=rf"no prices for region '{region}'; this file has "
+                                              r"us-east-1, us-west-2: for another, copy it"):
+            catalog.get("m5.large", region)
 
 
 @pytest.mark.parametrize("edit,message", [

@@ -11,6 +11,7 @@ import csv
 import io
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -18,6 +19,7 @@ from enum import Enum
 from tuner._files import read_text
 from tuner.errors import ConfigError, did_you_mean
 
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$")  # us-east-1, us-gov-west-1
 DEFAULT_CATALOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prices.csv")
 COLUMNS = ("instance_type", "region", "vcpus", "gpus", "memory_gib", "on_demand_usd_hour",
            "spot_usd_hour", "on_demand_source", "spot_source", "date")
@@ -103,8 +105,10 @@ class PriceCatalog:
         if price is not None:
             return price
         if region not in self.regions:
+            # a well-formed region name is one AWS has (eu-west-1), not a misspelt listed one
+            hint = "" if _REGION.match(region) else did_you_mean(region, self.regions)
             raise ConfigError(os.path.basename(self.path), "region", f"no prices for region "
-                              f"{region!r}{did_you_mean(region, self.regions)}; this file has "
+                              f"{region!r}{hint}; this file has "
                               f"{', '.join(self.regions)}: for another, copy it, add that "
                               f"region's rows and pass it as `prices:` (--prices FILE)")
         raise ConfigError(os.path.basename(self.path), "instance_type", f"no price for "
