@@ -1,6 +1,6 @@
 """One set of pinned versions: constraints.txt is what the Makefile, CI and every node of
 cluster/aws-spot.yaml install, it agrees with pyproject.toml's ranges, and it is what this
-environment has."""
+environment has; and what `ray job submit --working-dir .` uploads of the project."""
 
 from __future__ import annotations
 
@@ -93,3 +93,20 @@ def test_the_cluster_image_python_is_checked_against_requires_python():
     floor = Version(f"{major}.{minor}")
     assert floor in minimum
     assert Version(f"{major}.{int(minor) - 1}") not in minimum
+
+
+def test_a_job_submitted_from_the_project_uploads_it_without_the_benchmark_records(tmp_path):
+    """Ray's own packaging of ``--working-dir .`` (real, to a local zip): the example and the
+    package go, benchmarks/results (~25 MiB of recorded studies, .rayignore) does not."""
+    import zipfile
+
+    from ray._private import ray_constants
+    from ray._private.runtime_env.packaging import create_package
+
+    package = tmp_path / "job.zip"
+    create_package(ROOT, package, include_gitignore=True,  # as upload_working_dir_if_needed
+                   excludes=ray_constants.get_runtime_env_default_excludes())
+    names = zipfile.ZipFile(package).namelist()
+    assert "examples/digits_mlp.py" in names and "tuner/api.py" in names
+    assert not [n for n in names if n.startswith("benchmarks/results/")]
+    assert package.stat().st_size < 8 * 2**20, sorted(names)
