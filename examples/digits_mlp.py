@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 
 import tuner
-from tuner.summary import mlflow_lines
+from tuner.summary import best_lines, mlflow_lines
 
 SPACE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "search_spaces", "mlp.yaml")
 _DATA: dict[str, np.ndarray] = {}
@@ -84,8 +84,7 @@ def main() -> None:
     why = result.why_no_best()  # e.g. every trial failed; see the errors in the table above
     if why is not None:
         raise SystemExit(f"no best trial: {why}")
-    print(f"\nBest val_accuracy: {result.best_metric:.4f} (trial {result.best_trial_id})")
-    print(f"Best config: {result.best_config}")
+    print("", *best_lines(result), sep="\n")
     print("\n".join(mlflow_lines(result)))  # the runs, and val_accuracy against cost
 
 if __name__ == "__main__":

@@ -153,6 +153,7 @@ def _validate(args: argparse.Namespace) -> int:
     from tuner._files import read_yaml
     from tuner.config import load_experiment
     from tuner.search_space import load_space
+    from tuner.summary import count
 
     data = read_yaml(args.file)
     if not isinstance(data, dict):
@@ -169,11 +170,11 @@ def _validate(args: argparse.Namespace) -> int:
     elif "trainable" in data or "space" in data:
         exp = load_experiment(args.file)
         exp.load_trainable()
-        print(f"{args.file}: valid experiment ({len(exp.space.params)} parameters, "
-              f"{exp.settings.num_samples} trials, metric {exp.settings.metric})")
+        print(f"{args.file}: valid experiment ({count(len(exp.space.params), 'parameter')}, "
+              f"{count(exp.settings.num_samples, 'trial')}, metric {exp.settings.metric})")
     else:
         space = load_space(args.file)
-        print(f"{args.file}: valid search space ({len(space.params)} parameters: "
+        print(f"{args.file}: valid search space ({count(len(space.params), 'parameter')}: "
               f"{', '.join(space.names)})")
     return 0
 
@@ -181,10 +182,12 @@ def _validate(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from tuner.record import StudyRecord
     from tuner.result import TuneResult
-    from tuner.summary import mlflow_lines
+    from tuner.summary import best_lines, mlflow_lines
 
     result = TuneResult.load(args.path)
     print(result.table())
+    if result.best_trial_id is not None:
+        print("", *best_lines(result), sep="\n")
     print("\n" + "\n".join(mlflow_lines(result)))  # the runs, and metric against cost
     if args.aws:
         settings = StudyRecord.load(os.path.abspath(args.path)).study_settings()
@@ -224,7 +227,7 @@ def _aws_report(cluster: str, region: str, prices: str | None) -> None:
 def _summary(result: object) -> int:
     """Print the table and the best trial; exit 1 when no trial has a usable metric value."""
     from tuner.result import TuneResult
-    from tuner.summary import mlflow_lines
+    from tuner.summary import best_lines, mlflow_lines
 
     assert isinstance(result, TuneResult)
     print(result.table())
@@ -232,8 +235,7 @@ def _summary(result: object) -> int:
     if why is not None:
         print(f"\nNo best trial: {why}")
     else:
-        print(f"\nBest {result.metric}: {result.best_metric:.6g} (trial {result.best_trial_id})")
-        print(f"Best config: {result.best_config}")
+        print("", *best_lines(result), sep="\n")
     print("\n".join(mlflow_lines(result)))
     if result.state == "interrupted":
         return _EXIT_INTERRUPTED
@@ -281,7 +283,7 @@ def _estimate(args: argparse.Namespace) -> int:
     from tuner.errors import ConfigError
     from tuner.estimate import duration, estimate, measured_seconds_per_iteration
     from tuner.record import StudyRecord
-    from tuner.summary import money
+    from tuner.summary import count, money
 
     exp = load_experiment(args.experiment)
     spi, source = args.seconds_per_iteration, "declared on the command line"
@@ -296,10 +298,10 @@ def _estimate(args: argparse.Namespace) -> int:
                           "--from a finished study to measure it")
     e = estimate(exp.settings, spi)
     s = exp.settings
-    print(f"{exp.source}: {s.num_samples} trials, ASHA max_t={s.max_t} grace={s.first_rung} "
+    print(f"{exp.source}: {count(s.num_samples, 'trial')}, ASHA max_t={s.max_t} grace={s.first_rung} "
           f"eta={s.reduction_factor:g}: about {e.iterations:.0f} iterations of {spi:.3g} s "
           f"({source})")
-    print(f"on {e.instance_type} in {e.region}, {e.concurrency} trials at a time: "
+    print(f"on {e.instance_type} in {e.region}, {count(e.concurrency, 'trial')} at a time: "
           f"about {duration(e.wall_seconds)}")
     print(f"  {'workers':9}  {'trials':>12}  {'cluster bill':>12}")
     for market, usd in e.usd.items():
@@ -338,6 +340,7 @@ def _cluster(args: argparse.Namespace) -> int:
 
     from tuner._files import write_json_atomic
     from tuner.spot.local import DEFAULT_WORKERS, LocalSpotCluster
+    from tuner.summary import count
 
     workers: tuple[WorkerType, ...] = DEFAULT_WORKERS
     if args.worker:
@@ -363,7 +366,7 @@ def _cluster(args: argparse.Namespace) -> int:
                 "temp_dir": cluster.temp_dir}
         if args.address_file:
             write_json_atomic(args.address_file, info)
-        print(f"local spot cluster up: {len(workers)} workers, {args.hazard:g} preemptions per "
+        print(f"local spot cluster up: {count(len(workers), 'worker')}, {args.hazard:g} preemptions per "
               f"node-hour at {args.time_scale:g}x"
               + (f", idle workers removed after {args.idle_timeout:g} s" if args.idle_timeout
                  else "")

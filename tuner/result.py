@@ -36,6 +36,7 @@ class TuneResult:
     state: str = "finished"  # or "running" (a driver has it), "interrupted" (resume it)
     budget_scope: str | None = None  # what budget_usd capped: "cluster" or "trials"
     idle_by_kind: dict[str, tuple[float, float]] = field(default_factory=dict)
+    trainable: str | None = None  # "module:function", or None: resume needs trainable=
 
     @classmethod
     def load(cls, path: str) -> TuneResult:
@@ -66,7 +67,8 @@ class TuneResult:
             parent_run_id=record.parent_run_id, trials=frame, cost=dict(record.cost),
             cost_to_best_usd=record.cost_to_best_usd, stop_reason=record.stop_reason,
             state=record.state.value, budget_scope=record.budget_scope,
-            idle_by_kind={k: (v[0], v[1]) for k, v in record.idle_by_kind.items()})
+            idle_by_kind={k: (v[0], v[1]) for k, v in record.idle_by_kind.items()},
+            trainable=record.trainable)
 
     def table(self) -> str:
         """The per-trial table, the Pareto set, the cost and how the study ended."""

@@ -46,6 +46,11 @@ def columns(rows: list[list[str]]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
 
+def count(n: int, noun: str) -> str:
+    """``1 trial``, ``3 trials``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def money(usd: float) -> str:
     """Dollars as people read them: cents for amounts of a dollar or more, else four
     significant digits in plain decimals (``$0.0008197``), never ``8.197e-05``."""
@@ -91,10 +96,10 @@ def format_table(result: TuneResult) -> str:
                      _first_line(t["error"])])
     lines = columns(rows)
     counts = frame["status"].value_counts().to_dict()
-    lines.append(f"{len(frame)} trials: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    lines.append(f"{count(len(frame), 'trial')}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     odd = int((frame["iterations"].gt(0) & ~frame[result.metric].map(finite)).sum())
     if odd:
-        lines.append(f"{odd} trials ended with a non-finite {result.metric} (NaN or infinite); "
+        lines.append(f"{count(odd, 'trial')} ended with a non-finite {result.metric} (NaN or infinite); "
                      f"they are never the best")
     front = pareto(frame, result.metric, result.mode)
     if front:
@@ -117,6 +122,10 @@ def _ending(result: TuneResult) -> list[str]:
         return [f"Stopped early: {result.stop_reason}"]
     if result.state == "running":  # a live driver holds it (TuneResult.load asked its lock)
         return ["The study is running: its driver goes on; report again for later figures"]
+    if result.state != "finished" and not result.trainable:
+        return [f"The study did not finish; its trainable is not importable by name (defined "
+                f"in __main__), so continue it from Python: "
+                f"tuner.resume({result.path!r}, trainable=your_function)"]
     if result.state != "finished":
         return [f"The study did not finish; continue it with: tuner resume {result.path}"]
     return []
@@ -241,6 +250,24 @@ def pareto_note(result: TuneResult, urls: dict[str, str]) -> str:
 
 
 _NOTE_ROWS = 40
+
+
+def best_lines(result: TuneResult) -> list[str]:
+    """The best trial and its configuration (``result`` has one: see ``no_usable_metric``),
+    and why trials the table lists above it are not the best."""
+    frame = result.trials
+    best = frame[frame["trial_id"] == result.best_trial_id].iloc[0]
+    lines = [f"Best {result.metric}: {result.best_metric:.6g} (trial {result.best_trial_id}, "
+             f"{best['status']}, {best['iterations']} iterations)"]
+    values = frame[result.metric].where(frame[result.metric].map(finite))
+    better = values > result.best_metric if result.mode == "max" else values < result.best_metric
+    above = frame[better.fillna(False) & frame["status"].ne("completed")]
+    if best["status"] == "completed" and len(above):
+        lines.append(f"  ({len(above)} trial{'s' if len(above) > 1 else ''} listed above it "
+                     f"{'were' if len(above) > 1 else 'was'} stopped early, at "
+                     f"{int(above['iterations'].max())} iterations at most: a value measured "
+                     f"at fewer iterations does not count as best)")
+    return [*lines, f"Best config: {result.best_config}"]
 
 
 def mlflow_lines(result: TuneResult) -> list[str]:

@@ -123,3 +123,22 @@ def test_a_restored_callback_speaks_as_this_driver_asks_not_as_the_first_did(mon
     monkeypatch.setitem(callbacks.VERBOSE, str(tmp_path), False)  # what resume_study sets
     restored.book  # noqa: B018 (made on first use)
     assert made == [False]
+
+
+def test_asha_ranks_a_rung_of_nan_values_without_numpy_warning_the_user():
+    """A study whose trials report only NaN goes on (they are never the best); numpy's
+    All-NaN warning from ASHA's cutoff is not printed in the middle of its progress lines.
+    Faked: Tune's trial objects (only their id is read)."""
+    import math
+    import warnings
+    from types import SimpleNamespace
+
+    asha = _Asha(time_attr="training_iteration", metric="acc", mode="max", max_t=9,
+                 grace_period=1, reduction_factor=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for i in range(3):
+            trial = SimpleNamespace(trial_id=f"t{i}")
+            asha.on_trial_add(None, trial)
+            assert asha.on_trial_result(None, trial, {"training_iteration": 1,
+                                                      "acc": math.nan}) == "CONTINUE"

@@ -20,6 +20,7 @@ def write_study(tmp_path, trials, mode="max", **fields):
     """A study record with ``trials``: id -> (status, final acc, iterations, error); its
     driver done (finished, unless ``state`` says otherwise)."""
     fields.setdefault("state", "finished")
+    fields.setdefault("trainable", "examples.digits_mlp:train")
     record = StudyRecord.create(
         str(tmp_path / "study"), name="study", metric="acc", mode=mode, num_samples=len(trials),
         mlflow_uri="http://alice:s3cret@mlflow.example:5000", mlflow_experiment="study",
@@ -103,7 +104,7 @@ def test_a_study_with_a_best_trial_exits_0_and_never_prints_the_store_password(
                                   "t2": ("failed", None, 1, "ValueError: boom")})
     code, out, _ = cli(capsys, monkeypatch, "resume", path)
     assert code == 0
-    assert "Best acc: 0.9 (trial t1)" in out
+    assert "Best acc: 0.9 (trial t1, completed, 3 iterations)" in out
     assert "s3cret" not in out and "http://alice:***@mlflow.example:5000" in out
 
 
@@ -151,6 +152,31 @@ def test_an_interrupted_study_says_how_to_continue_and_exits_130(tmp_path, capsy
         code, out, _ = cli(capsys, monkeypatch, command, path)
         assert code == 130
         assert "continue it with: tuner resume" in out
+
+
+def test_pruned_trials_listed_above_the_best_are_said_to_have_stopped_early(tmp_path, capsys,
+                                                                          monkeypatch):
+    """The table ranks every trial by its last value; the best is a completed trial's."""
+    path = write_study(tmp_path, {"t1": ("completed", 0.90, 30, None),
+                                  "t2": ("pruned", 0.95, 6, None),
+                                  "t3": ("pruned", 0.93, 2, None),
+                                  "t4": ("pruned", 0.50, 18, None)})
+    _, out, _ = cli(capsys, monkeypatch, "report", path)
+    assert [row.split()[0] for row in out.splitlines()[1:5]] == ["t2", "t3", "t1", "t4"]
+    assert ("Best acc: 0.9 (trial t1, completed, 30 iterations)\n  (2 trials listed above it "
+            "were stopped early, at 6 iterations at most: a value measured at fewer iterations "
+            "does not count as best)\nBest config: {'lr': 0.1}") in out
+
+
+def test_an_interrupted_study_of_a_main_module_function_says_to_resume_from_python(
+        tmp_path, capsys, monkeypatch):
+    """A trainable defined in ``__main__`` has no importable name on record: `tuner resume`
+    would refuse it, so the report points at ``tuner.resume(..., trainable=...)``."""
+    path = write_study(tmp_path, {"t1": ("interrupted", 0.4, 1, None)}, state="interrupted",
+                       trainable=None)
+    _, out, _ = cli(capsys, monkeypatch, "report", path)
+    assert f"tuner.resume({path!r}, trainable=your_function)" in out
+    assert "tuner resume " not in out
 
 
 def test_a_study_whose_driver_was_killed_reads_as_interrupted_not_running(tmp_path):

@@ -52,7 +52,9 @@ class _Asha(AsyncHyperBandScheduler):
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         check_metric(trial.trial_id, str(self._metric), result)  # before ASHA computes with it
-        action = super().on_trial_result(tune_controller, trial, result)
+        with warnings.catch_warnings():  # a rung of NaNs only: numpy warns, ASHA goes on
+            warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+            action = super().on_trial_result(tune_controller, trial, result)
         if action == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t:
             self.pruned.add(trial.trial_id)
         return action
