@@ -414,7 +414,7 @@ def _caveats(res: dict) -> list[str]:
         "FTE, in the runs after and before it) "
         "(`python -m benchmarks.tpe_cost` measures Optuna's own); the earlier defaults' "
         "recorded studies ran before this and were measured with Optuna's own.",
-        "- Thirteen rounds of candidates ran on the even tasks only (`make bench-choice`; "
+        "- Fourteen rounds of candidates ran on the even tasks only (`make bench-choice`; "
         "results/choice/candidates.md has every one). Until them the product ran Optuna 5's "
         "default TPE, multivariate (with `constant_liar`; `group` only matters for conditional "
         "spaces), with a first rung at 1 iteration, and ASHA with *random* sampling beat it. "
@@ -455,9 +455,13 @@ def _caveats(res: dict) -> list[str]:
         "Round 13, a pilot (results/choice/round13_rung_split_pilot.md): TPE's good set "
         "ranked at a step the trials share instead of by the step reached, each worse than "
         "the shipped split at every budget (at 20 FTE +0.79 and +1.65 points). "
+        "Round 14, a pilot (results/choice/round14_bandwidth_pilot.md): TPE's kernels "
+        "narrower (no magic clip) or its prior heavier, or multivariate TPE with the shipped "
+        "candidates and start-up trials, each worse than the shipped settings at every budget "
+        "(at 20 FTE +2.95, +0.87 and +4.28 points). "
         "The multivariate default had 8.89 points mean regret at "
         "20 FTE on the held-out tasks in the last run that included it (its studies stay in "
-        "results/runs.json.gz). Rounds 3-13 were designed after the held-out figures of the "
+        "results/runs.json.gz). Rounds 3-14 were designed after the held-out figures of the "
         "round-2 default had been published here; the choice read the even tasks only, "
         "except round 7's withdrawal.",
         "- The choice rule reads our candidates' even-task numbers only; the held-out figures "

@@ -153,8 +153,16 @@ def main() -> None:
               "(round13_rung_split_pilot.md) both were worse than the base at every budget "
               "(at 20 FTE +0.79 [-0.01, +1.66] and +1.65 [-0.44, +3.97] points; the base "
               "3.04). The base stays.",
+              "- Round 14 (base: as shipped; a pilot, not a full round): the TPE settings Optuna "
+              "5 still accepts (deprecated) that set how widely it samples around its good "
+              "trials: `consider_magic_clip=False` (narrower kernels, to refine near the best), "
+              "`prior_weight=2.0` (wider), and `multivariate=True` with the shipped 1024 "
+              "candidates and 5 start-up trials. On 8 even tasks x 3 seeds "
+              "(round14_bandwidth_pilot.md) all three were worse than the base at every budget "
+              "(at 20 FTE +2.95 [+0.15, +5.94], +0.87 [-1.21, +3.37] and +4.28 [+0.75, +8.34] "
+              "points; the base 3.04). The base stays.",
               "",
-              "Rounds 3-13 were designed after the held-out figures of the round-2 default had been "
+              "Rounds 3-14 were designed after the held-out figures of the round-2 default had been "
               "seen (RESULTS.md reported them); the choice itself read the even tasks only."]
     with open(os.path.join(HERE, "candidates.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
