@@ -416,6 +416,9 @@ def analyse(runs: list[dict], methods: list[str], tasks: list[str], seeds: list[
         for v, a in zip(pairs.values(), adj):
             v["p_holm"] = a
         row["pairs"] = pairs
+        # each method's seed-mean regret per task (None where it did not run the task)
+        row["per_task"] = {methods[i]: [None if math.isnan(v) else float(v) for v in per_task[i]]
+                           for i in present}
         # per-task: how far ours is behind the best peer, on the seeds each peer ran
         peers = [i for i in present if i != oi and methods[i] in PEERS]
         if peers:

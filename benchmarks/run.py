@@ -18,6 +18,8 @@ import subprocess
 import time
 from importlib.metadata import PackageNotFoundError, version
 
+import numpy as np
+
 from benchmarks.protocol import regret_table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -316,6 +318,7 @@ def protocol_section(res: dict, argv: list[str], where: str = HERE) -> list[str]
               f"![rank at 20 FTE]({rel(kk['figures']['cd20'])})", ""]
     lines += [f"### Held-out, paired: ours ({chosen}) minus each peer (points; < 0 favours ours)", "",
               *_paired_table(odd, chosen)]
+    lines += _where_behind(odd, chosen, peers)
     # success / ERT
     cap = budgets[-1]
     lines += ["", f"### Held-out: success and expected running time (budget {cap:g} FTE)", "",
@@ -515,6 +518,42 @@ def goals(odd: dict, ours: str, peers: list[str], kk: dict) -> list[str]:
                    f"{g['gap']:+.2f} pts; {g['tasks_over_1']} task(s) over 1 pt | "
                    + ("yes" if g["tasks_over_1"] == 0 else f"no: by {g['gap'] - 1:.2f} pts") + " |")
     return out
+
+
+def _where_behind(odd: dict, ours: str, peers: list[str], budget: str = "20") -> list[str]:
+    """Per held-out task at ``budget`` FTE: ours, the best peer there, and the peer with the
+    lowest mean regret; and how much of ours' gap to that peer the tasks over 1 point hold
+    (seed means; the slow peers' on their own seeds)."""
+    per = odd["by_budget"].get(budget, {}).get("per_task")
+    if not per or ours not in per:
+        return []
+    tasks, mine = odd["tasks"], per[ours]
+    ran = [m for m in peers if m in per]
+    lead = min(ran, key=lambda m: np.nanmean(np.array(per[m], dtype=float)))
+    rows, behind = [], []
+    for t, task in enumerate(tasks):
+        there = {m: per[m][t] for m in ran if per[m][t] is not None}
+        best = min(there, key=lambda m: there[m])
+        gap = mine[t] - there[best]
+        behind.append(gap)
+        rows.append(f"| {task} | {mine[t]:.2f} | {best} {there[best]:.2f} | {gap:+.2f} | "
+                    f"{per[lead][t]:.2f} | {mine[t] - per[lead][t]:+.2f} |")
+    to_lead = np.array(mine) - np.array(per[lead], dtype=float)
+    over = [t for t, g in enumerate(behind) if g > 1.0]
+    rest = [t for t in range(len(tasks)) if t not in over]
+    held = to_lead[over].sum() if over else 0.0
+    return ["", f"### Held-out, task by task at {budget} FTE: where ours is behind", "",
+            f"Mean regret (points) over each task's seeds, K = {odd['workers']}. *Best peer*: "
+            f"the peer with the least regret on that task; *{lead}*: the peer with the least "
+            f"mean regret over the tasks.", "",
+            f"| task | ours | best peer there | ours - best peer | {lead} | ours - {lead} |",
+            "| --- | ---: | --- | ---: | ---: | ---: |", *rows, "",
+            f"Ours is more than 1 point behind the best peer on {len(over)} of {len(tasks)} "
+            f"tasks; against {lead}, those tasks hold {held:+.1f} of the {to_lead.sum():+.1f} "
+            f"points summed over the tasks, and on the other {len(rest)} ours is "
+            f"{to_lead[rest].mean():+.2f} points a task from it on average "
+            f"(ours {np.mean([mine[t] for t in rest]):.2f}, {lead} "
+            f"{np.mean([per[lead][t] for t in rest]):.2f}).", ""]
 
 
 def _defaults() -> str:
