@@ -539,21 +539,26 @@ def _where_behind(odd: dict, ours: str, peers: list[str], budget: str = "20") ->
         rows.append(f"| {task} | {mine[t]:.2f} | {best} {there[best]:.2f} | {gap:+.2f} | "
                     f"{per[lead][t]:.2f} | {mine[t] - per[lead][t]:+.2f} |")
     to_lead = np.array(mine) - np.array(per[lead], dtype=float)
-    over = [t for t, g in enumerate(behind) if g > 1.0]
-    rest = [t for t in range(len(tasks)) if t not in over]
-    held = to_lead[over].sum() if over else 0.0
+    over = sum(g > 1.0 for g in behind)
+    order = np.argsort(-to_lead)  # the tasks where the lead peer is furthest ahead first
+    total = to_lead.sum()
+    k = next((n for n in range(1, len(tasks) + 1) if to_lead[order[:n]].sum() >= 0.9 * total),
+             len(tasks)) if total > 0 else 0
+    rest = order[k:]
+    where = (f"Against {lead}, ours has {total:+.1f} points summed over the {len(tasks)} tasks "
+             f"({total / len(tasks):+.2f} a task); the {k} tasks where it is furthest behind "
+             f"({', '.join(tasks[t] for t in order[:k])}) hold {to_lead[order[:k]].sum():+.1f} "
+             f"of them, and on the other {len(rest)} ours is {to_lead[rest].mean():+.2f} a task "
+             f"(ours {np.mean([mine[t] for t in rest]):.2f}, {lead} "
+             f"{np.mean([per[lead][t] for t in rest]):.2f})." if k else "")
     return ["", f"### Held-out, task by task at {budget} FTE: where ours is behind", "",
             f"Mean regret (points) over each task's seeds, K = {odd['workers']}. *Best peer*: "
             f"the peer with the least regret on that task; *{lead}*: the peer with the least "
             f"mean regret over the tasks.", "",
             f"| task | ours | best peer there | ours - best peer | {lead} | ours - {lead} |",
             "| --- | ---: | --- | ---: | ---: | ---: |", *rows, "",
-            f"Ours is more than 1 point behind the best peer on {len(over)} of {len(tasks)} "
-            f"tasks; against {lead}, those tasks hold {held:+.1f} of the {to_lead.sum():+.1f} "
-            f"points summed over the tasks, and on the other {len(rest)} ours is "
-            f"{to_lead[rest].mean():+.2f} points a task from it on average "
-            f"(ours {np.mean([mine[t] for t in rest]):.2f}, {lead} "
-            f"{np.mean([per[lead][t] for t in rest]):.2f}).", ""]
+            f"Ours is more than 1 point behind the best peer on {over} of {len(tasks)} tasks. "
+            + where, ""]
 
 
 def _defaults() -> str:
