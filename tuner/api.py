@@ -82,7 +82,10 @@ def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettin
                                            else settings.storage_path))
     if settings.name:  # refused before Ray starts; again under the lock, in case of a race
         _refuse_existing(os.path.join(results, settings.name), settings.name)
-    engine.preflight(settings)
+    try:
+        engine.preflight(settings)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt("before the study started; nothing was recorded") from None
     name, path = _study_dir(results, settings.name, _stem(space.source))
     tune_path = f"{settings.storage_path.rstrip('/')}/{name}" if remote else path
     with StudyLock(path):

@@ -113,8 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TunerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return _EXIT_STUDY
-    except KeyboardInterrupt:
-        print("interrupted; continue with `tuner resume <study dir>`", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"interrupted {exc}" if str(exc) else
+              "interrupted; continue with `tuner resume <study dir>`", file=sys.stderr)
         return _EXIT_INTERRUPTED
 
 

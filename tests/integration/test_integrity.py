@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -169,6 +172,45 @@ def test_an_interrupted_study_exits_130_and_resume_finishes_every_trial(
     assert len(result.trials) == 3
     assert set(result.trials.status) == {"completed"}
     assert (result.trials.iterations == 8).all()
+
+
+def test_ctrl_c_while_tuner_starts_its_local_cluster_ends_the_run_with_nothing_recorded(
+        study_dir):
+    """Ray starts a local cluster's processes by fork; a KeyboardInterrupt raised in fork's
+    callbacks was printed as "Exception ignored" and lost, and the study ran to the end.
+    Real: a `tuner run` that starts its own cluster (no address, its own temp dir), SIGINT
+    as soon as that cluster's session directory appears."""
+    from tests.conftest import processes_of
+
+    (study_dir / "counting.py").write_text(counting_trainable(2, 0.1))
+    (study_dir / "exp.yaml").write_text("trainable: counting:train\nspace: {q: {type: float, "
+                                        "low: 0.1, high: 1.0}}\nmetric: acc\nnum_samples: 2\n"
+                                        "scheduler: {max_t: 2}\n")
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # Ray's sockets: <= 107 bytes
+    driver = subprocess.Popen([sys.executable, "-m", "tuner.cli", "run", "exp.yaml"],
+                              cwd=study_dir, env=user_env(RAY_TMPDIR=str(ray_tmp),
+                                                          HOME=str(study_dir)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(ray_tmp.glob("ray/session_*")):
+            assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
+            time.sleep(0.02)
+        driver.send_signal(signal.SIGINT)
+        out, err = driver.communicate(timeout=120)
+    finally:
+        driver.kill()
+        deadline = time.monotonic() + 30  # the cluster it started goes with it
+        while processes_of(str(ray_tmp)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = processes_of(str(ray_tmp))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert not left, f"Ray processes left behind: {left}"
+    assert driver.returncode == 130, out[-2000:] + err[-2000:]
+    assert err.strip().splitlines()[-1] == ("interrupted before the study started; nothing "
+                                            "was recorded")
+    assert not (study_dir / "tuner_results").exists() or not any(
+        (study_dir / "tuner_results").iterdir())
 
 
 def _experiment(study_dir, address: str, iterations: int, sleep_s: float, num_samples: int,

@@ -63,12 +63,13 @@ def connect(address: str | None, labels: Mapping[str, str] | None = None) -> Non
         "include_dashboard": False if address in (None, "local") else None,
         "configure_logging": True}
     try:
-        try:
-            ray.init(**options, labels=dict(labels) if labels else None)
-        except ValueError as exc:  # joined an existing cluster: its nodes have their own labels
-            if "labels must not be provided" not in str(exc):
-                raise
-            ray.init(**options)
+        with _ctrl_c_held():
+            try:
+                ray.init(**options, labels=dict(labels) if labels else None)
+            except ValueError as exc:  # joined an existing cluster: its nodes have their own labels
+                if "labels must not be provided" not in str(exc):
+                    raise
+                ray.init(**options)
     except ray.exceptions.AuthenticationError:
         raise ray_compat.missing_token(joining or "auto") from None
     except ConnectionError as exc:  # what a token cluster looks like to a driver without one
@@ -76,6 +77,24 @@ def connect(address: str | None, labels: Mapping[str, str] | None = None) -> Non
             raise ray_compat.missing_token(joining, maybe=True) from None
         raise StudyError(f"could not join the Ray cluster at {joining}: {exc}; check the "
                          f"address (RAY_ADDRESS) and that the cluster is up") from None
+
+
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) until the block ends, then raise it. Ray starts a local
+    cluster's processes by fork, and a KeyboardInterrupt raised in fork's callbacks is only
+    printed ("Exception ignored") and lost: the study then ran as if never interrupted."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _local_labels(settings: StudySettings) -> dict[str, str]:
