@@ -65,6 +65,7 @@ class TrialEntry:
     market: str | None = None
     instance_type: str | None = None
     ended_at: float | None = None
+    spent_usd: float | None = None  # the study's trial dollars when its last value came
 
     def __post_init__(self) -> None:
         self.status = TrialStatus(self.status)  # from JSON: its value
@@ -103,8 +104,7 @@ class StudyRecord:
     trials: dict[str, TrialEntry] = field(default_factory=dict)
     stop_reason: str | None = None
     cost: dict[str, float] = field(default_factory=dict)  # the meter's totals
-    cost_to_best_usd: float | None = None
-    best_seen: float | None = None
+    cost_to_best_usd: float | None = None  # as studies before TrialEntry.spent_usd wrote it
     budget_alerts: list[float] = field(default_factory=list)
     meter: dict[str, Any] = field(default_factory=dict)  # CostMeter.to_dict()
     idle_by_kind: dict[str, list[float]] = field(default_factory=dict)  # kind: [idle $, share]

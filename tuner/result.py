@@ -31,7 +31,7 @@ class TuneResult:
     parent_run_id: str
     trials: pd.DataFrame  # one row per trial: TRIAL_COLUMNS, the metric named as the study's
     cost: dict[str, float]  # cost_usd, wasted_usd, useful_usd, idle_usd, cluster_usd, ...
-    cost_to_best_usd: float | None = None
+    cost_to_best_usd: float | None = None  # trial dollars spent when the best value came
     stop_reason: str | None = None
     state: str = "finished"  # or "running" (a driver has it), "interrupted" (resume it)
     budget_scope: str | None = None  # what budget_usd capped: "cluster" or "trials"
@@ -65,7 +65,9 @@ class TuneResult:
             best_config=dict(best.config) if best else None,
             best_metric=best.metric if best else None, mlflow_uri=record.mlflow_uri,
             parent_run_id=record.parent_run_id, trials=frame, cost=dict(record.cost),
-            cost_to_best_usd=record.cost_to_best_usd, stop_reason=record.stop_reason,
+            cost_to_best_usd=(best.spent_usd if best and best.spent_usd is not None
+                              else record.cost_to_best_usd),
+            stop_reason=record.stop_reason,
             state=record.state.value, budget_scope=record.budget_scope,
             idle_by_kind={k: (v[0], v[1]) for k, v in record.idle_by_kind.items()},
             trainable=record.trainable)

@@ -333,8 +333,8 @@ class StudyBook:
             logged["tuner.cost_usd"] = cost.cost_usd
             self._cost_logged.add(trial_id)
             self._update_totals()
-            if metric in metrics and self._is_new_best(metrics[metric]):
-                self.record.cost_to_best_usd = self.record.cost["cost_usd"]
+        if metric in metrics:  # what was spent when this value came: the cost to it, if best
+            entry.spent_usd = self.record.cost.get("cost_usd", 0.0)
         self._track(trial_id)
         self.tracker.log_metrics(trial_id, logged, step)
         self.save()
@@ -390,12 +390,6 @@ class StudyBook:
         self.save(force=True)
 
     # --- internals ------------------------------------------------------------------------
-
-    def _is_new_best(self, value: float) -> bool:
-        if self.record.improves(value, self.record.best_seen):
-            self.record.best_seen = value
-            return True
-        return False
 
     def _update_totals(self) -> None:
         totals = self.meter.totals(now=self._clock())
