@@ -232,6 +232,14 @@ def resume(path: str, trainable: Callable[..., Any] | None = None,
         # a study its budget stopped goes on with new trials: the ones it had started stay
         budget_raised = (set(record.trials) if budget_usd is not None
                          and record.stop_reason == "budget" else None)
+        if budget_raised is not None and len(record.trials) >= record.num_samples:
+            never = sum(1 for t in record.trials.values() if t.iterations == 0)
+            raise StudyError(
+                f"{path}: a raised budget goes on with new trials up to num_samples, and all "
+                f"{record.num_samples} have started (the ones stopped at the budget stay "
+                f"stopped{f'; {never} never reported' if never else ''}), so it would run "
+                f"nothing; for more trials, start a new study (`tuner run` with another "
+                f"name and a higher num_samples)")
         if budget_usd is not None:  # checked as the command line's, then kept in the record
             settings = with_overrides(settings, "command line", budget_usd=budget_usd)
             record.settings["budget_usd"] = settings.budget_usd
@@ -326,7 +334,12 @@ def _close(path: str, tracker: Tracker) -> None:
     tracker.log_metrics(parent, metrics, step=0)
     tags = {"tuner.best_trial_id": result.best_trial_id or "",
             "tuner.cluster": _cluster_facts(record.meter),
-            "tuner.prices": record.price_note}
+            "tuner.prices": record.price_note,
+            # a budget raised on resume: the stop reason goes, the cap is the new one (the
+            # budget_usd param stays the first driver's: MLflow params cannot change)
+            "tuner.stop_reason": record.stop_reason or ""}
+    if settings.budget_usd:
+        tags["tuner.budget_usd"] = f"{settings.budget_usd:g}"
     tags.update({f"tuner.best.{k}": v for k, v in (result.best_config or {}).items()})
     if not result.trials.empty and result.trials["cost_usd"].gt(0).any():
         import tempfile

@@ -289,6 +289,8 @@ def test_a_study_its_budget_stopped_goes_on_to_num_samples_when_resume_raises_it
     parent = MlflowClient(result.mlflow_uri).get_run(result.parent_run_id)
     assert parent.data.metrics["tuner.budget_used_pct"] == pytest.approx(
         100 * result.cost["cluster_usd"], rel=1e-6)  # of $1: the figure, not the last alert's
+    assert parent.data.tags["tuner.budget_usd"] == "1"  # the raised cap; the param stays
+    assert parent.data.tags["tuner.stop_reason"] == ""  # it went on past the first cap
 
     import json
 

@@ -133,6 +133,26 @@ def test_a_study_stopped_by_its_budget_is_reported_finished(tmp_path, capsys, mo
         assert "did not finish" not in out and "tuner resume" not in out
 
 
+def test_raising_the_budget_of_a_study_with_every_trial_started_says_nothing_would_run(
+        tmp_path):
+    """No Ray: refused before the cluster is joined, and the record is left as it was."""
+    from tuner.api import resume
+
+    path = write_study(tmp_path, {"t1": ("completed", 0.9, 3, None),
+                                  "t2": ("stopped", 0.4, 1, None),
+                                  "t3": ("stopped", None, 0, None)},
+                       stop_reason="budget")
+    record = StudyRecord.load(path)
+    record.settings.update(metric="acc", budget_usd=0.001)
+    record.save()
+    before = open(os.path.join(path, "tuner_study.json")).read()
+    with pytest.raises(StudyError, match=r"all 3 have started \(the ones stopped at the budget "
+                                         r"stay stopped; 1 never reported\), so it would run "
+                                         r"nothing; for more trials, start a new study"):
+        resume(path, budget_usd=1.0, verbose=False)
+    assert open(os.path.join(path, "tuner_study.json")).read() == before
+
+
 def test_a_budget_spent_before_any_iteration_says_the_start_spent_it(tmp_path, capsys,
                                                                        monkeypatch):
     for trials in ({"t1": ("stopped", None, 0, None)}, {}):
