@@ -62,6 +62,9 @@ def tune(trainable: Callable[..., Any],
         raise ConfigError("tune()", "trainable", f"must be a function train(config), got "
                           f"{type(trainable).__name__}")
     resolved = settings_from({"metric": metric, **settings}, "tune()")
+    if isinstance(space, (str, os.PathLike)) and not os.path.exists(space):
+        raise ConfigError("tune()", "space", f"file {os.fspath(space)!r} not found (looked at "
+                          f"{os.path.abspath(space)}); pass a space YAML's path or a dict")
     return run(trainable, load_space(space), resolved, verbose=verbose)
 
 
@@ -232,16 +235,16 @@ def resume(path: str, trainable: Callable[..., Any] | None = None,
         # a study its budget stopped goes on with new trials: the ones it had started stay
         budget_raised = (set(record.trials) if budget_usd is not None
                          and record.stop_reason == "budget" else None)
-        if budget_raised is not None and len(record.trials) >= record.num_samples:
-            never = sum(1 for t in record.trials.values() if t.iterations == 0)
-            raise StudyError(
-                f"{path}: a raised budget goes on with new trials up to num_samples, and all "
-                f"{record.num_samples} have started (the ones stopped at the budget stay "
-                f"stopped{f'; {never} never reported' if never else ''}), so it would run "
-                f"nothing; for more trials, start a new study (`tuner run` with another "
-                f"name and a higher num_samples)")
         if budget_usd is not None:  # checked as the command line's, then kept in the record
             settings = with_overrides(settings, "command line", budget_usd=budget_usd)
+            if budget_raised is not None and len(record.trials) >= record.num_samples:
+                never = sum(1 for t in record.trials.values() if t.iterations == 0)
+                raise StudyError(
+                    f"{path}: a raised budget goes on with new trials up to num_samples, and all "
+                    f"{record.num_samples} have started (the ones stopped at the budget stay "
+                    f"stopped{f'; {never} never reported' if never else ''}), so it would run "
+                    f"nothing; for more trials, start a new study (`tuner run` with another "
+                    f"name and a higher num_samples)")
             record.settings["budget_usd"] = settings.budget_usd
             record.stop_reason = None
         elif record.stop_reason == "budget":

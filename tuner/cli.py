@@ -24,7 +24,7 @@ _EXIT_INPUT, _EXIT_STUDY, _EXIT_INTERRUPTED, _EXIT_PIPE = 2, 1, 130, 141  # 141:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tuner", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tuner", description=__doc__.splitlines()[0].replace("``", ""))
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run the study an experiment YAML describes")
     p.add_argument("experiment", help="experiment YAML (see examples/digits_mlp.yaml)")
@@ -176,7 +176,8 @@ def _validate(args: argparse.Namespace) -> int:
     else:
         space = load_space(args.file)
         print(f"{args.file}: valid search space ({count(len(space.params), 'parameter')}: "
-              f"{', '.join(space.names)})")
+              f"{', '.join(p.name for p in space.params)}"
+              + (f"; constant {', '.join(space.constants)}" if space.constants else "") + ")")
     return 0
 
 
@@ -303,7 +304,7 @@ def _estimate(args: argparse.Namespace) -> int:
           f"eta={s.reduction_factor:g}: about {e.iterations:.0f} iterations of {spi:.3g} s "
           f"({source})")
     print(f"on {e.instance_type} in {e.region}, {count(e.concurrency, 'trial')} at a time: "
-          f"about {duration(e.wall_seconds)}")
+          f"{'' if e.wall_seconds < 1 else 'about '}{duration(e.wall_seconds)}")
     print(f"  {'workers':9}  {'trials':>12}  {'cluster bill':>12}")
     for market, usd in e.usd.items():
         bill = (e.cluster_usd or {}).get(market, 0.0)

@@ -339,6 +339,9 @@ def settings_from(values: Mapping[str, Any], source: str) -> StudySettings:
     values = {k: v for k, v in values.items() if v is not UNSET}
     for key in values:
         if key == "scheduler" and isinstance(values[key], Mapping):  # tune(scheduler={...})
+            for inner in values[key]:
+                if inner not in _SCHEDULER_KEYS:
+                    raise unknown_key(source, str(inner), _SCHEDULER_KEYS, where=key)
             keywords = ", ".join(f"{k}={v!r}" for k, v in values[key].items())
             raise ConfigError(source, key, f"is the experiment file's section; pass its "
                               f"settings as keywords of their own: tune(..., {keywords})")

@@ -17,7 +17,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from tuner._files import read_text, write_json_atomic
-from tuner.errors import ConfigError, StudyError
+from tuner.errors import ConfigError
 
 if TYPE_CHECKING:
     from tuner.config import StudySettings
@@ -128,8 +128,8 @@ class StudyRecord:
             raise ConfigError(path, "", "is a file, not a study directory; pass the directory "
                               "a study was written to, e.g. tuner_results/<name>")
         if not os.path.exists(file):
-            raise StudyError(f"{path}: no study here (missing {RECORD_FILE}); pass the "
-                             f"directory a study was written to, e.g. tuner_results/<name>")
+            raise ConfigError(path, "", f"no study here (missing {RECORD_FILE}); pass the "
+                              f"directory a study was written to, e.g. tuner_results/<name>")
         try:
             data = json.loads(read_text(file))
         except ValueError as exc:

@@ -111,8 +111,9 @@ def format_table(result: TuneResult) -> str:
 def _ending(result: TuneResult) -> list[str]:
     """How the study ended, or how to continue it."""
     if result.stop_reason == "budget":
-        lines = [f"The study finished: budget spent (stop reason budget, on the "
-                 f"{result.budget_scope or 'cluster'}'s dollars)"]
+        whose = "trials'" if result.budget_scope == "trials" else "cluster's"
+        lines = [f"The study finished: budget spent (stop reason budget, on the {whose} "
+                 f"dollars)"]
         if result.trials.empty or not result.trials["iterations"].gt(0).any():
             lines.append("No trial finished an iteration within it: the bill from Ray Tune's "
                          "start, while the trials started, spent it all; a budget must cover "

@@ -50,12 +50,13 @@ def test_unimportable_trainable_exits_2(tmp_path):
 
 
 def test_report_and_resume_on_a_directory_without_a_study(tmp_path):
+    """A wrong path is bad input (exit 2), as a wrong file is."""
     for command in ("report", "resume"):
         out = tuner(command, str(tmp_path), cwd=tmp_path)
-        assert out.returncode == 1
+        assert out.returncode == 2
         assert "no study here" in out.stderr and "Traceback" not in out.stderr
     out = tuner("resume", "tuner_results/nope", cwd=tmp_path)
-    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "Traceback" not in out.stderr
     assert not (tmp_path / "tuner_results").exists()  # nor its lock file
 
 
@@ -294,6 +295,14 @@ def test_a_storage_path_the_file_system_refuses_even_to_root_is_refused(tmp_path
     assert one_line_error(code, err).startswith(
         "error: exp.yaml: storage_path: '/proc/results' cannot hold the study (")
     assert err.rstrip().endswith("pass a directory you can write to")
+
+
+def test_validate_counts_a_spaces_parameters_and_names_its_constants_apart(tmp_path, capsys):
+    (tmp_path / "space.yaml").write_text("lr: {type: float, low: 0.1, high: 1}\nepochs: 5\n")
+    code, out, _ = main(capsys, "validate", str(tmp_path / "space.yaml"))
+    assert code == 0
+    assert out.strip() == f"{tmp_path / 'space.yaml'}: valid search space (1 parameter: lr; " \
+                          f"constant epochs)"
 
 
 def test_a_named_study_that_exists_is_refused_before_ray_starts(tmp_path, capsys, monkeypatch):
