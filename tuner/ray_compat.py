@@ -8,7 +8,8 @@ the GCS key-value store (how the studies sharing a cluster split its idle time),
 cluster's status, idle drains and node groups (the local cluster's idle scale-down), the
 token-auth set-up that ``ray.init()`` does only for clusters it starts itself, the two
 files of Tune's experiment snapshot that a resume reconciles, Tune's handling of a
-reused actor that dies before the next trial starts on it, and the log line Tune writes
+reused actor that dies before the next trial starts on it, a resumed trial's list of
+kept checkpoints, and the log line Tune writes
 for a trial's lost task (a preemption it handles is no error to show), the address file a
 job's supervisor reads and the runtime env it hands the job's driver.
 Private APIs move between releases; a moved one must stop the product with a line
@@ -453,6 +454,44 @@ def count_a_dead_reused_actor_once() -> None:
     cls._tuner_reset_once = True
 
 
+# --- a resumed trial's kept checkpoints: ones the killed driver deleted ----------------------
+
+_KEPT = "Tune's per-trial list of kept checkpoints (_CheckpointManager._checkpoint_results)"
+
+
+def _kept_checkpoints(manager: Any) -> list[Any]:
+    _require(manager, ["_checkpoint_results"], _KEPT)
+    return manager._checkpoint_results
+
+
+def forget_deleted_checkpoints(trial: Any) -> list[str]:
+    """Tune deletes a trial's checkpoint as soon as it registers the one that takes it past
+    ``num_to_keep``, but snapshots the experiment only every few seconds: a driver killed in
+    between leaves a snapshot whose kept checkpoints include deleted ones. The resumed
+    driver deletes them again when the trial registers its next checkpoints, and Ray 2.60
+    raises FileNotFoundError for a missing path (``_delete_fs_path`` looks it up before its
+    ``try``): Tune logs "Error handling checkpoint" with the traceback and skips the rest of
+    that checkpoint's bookkeeping (the trial's checkpoint index then lags the checkpoints it
+    writes). Drops the kept checkpoints that are gone from ``trial``'s bookkeeping and
+    returns their paths."""
+    import pyarrow.fs
+
+    manager = trial.run_metadata.checkpoint_manager
+    kept = _kept_checkpoints(manager)
+
+    def gone(result: Any) -> bool:
+        try:
+            return bool(result.checkpoint.filesystem.get_file_info(result.checkpoint.path).type
+                        == pyarrow.fs.FileType.NotFound)
+        except OSError:  # storage unreachable: keep it, as Tune would
+            return False
+
+    missing = [r for r in kept if gone(r)]
+    if missing:
+        manager._checkpoint_results = [r for r in kept if r not in missing]
+    return [r.checkpoint.path for r in missing]
+
+
 # --- a trial lost to a preempted node: Tune's error line for it ------------------------------
 
 _TRIAL_ERROR_LOG = "Tune's log line for a trial task that failed"
@@ -519,6 +558,8 @@ def check() -> None:
     _attr("ray._raylet", "AuthenticationTokenLoader", "Ray's token loader")
     _attr("ray.train._internal.storage", "get_fs_and_path", _SNAPSHOT)
     _tune_controller()
+    _kept_checkpoints(_attr("ray.train._internal.checkpoint_manager", "_CheckpointManager",
+                            _KEPT)(None))
     trial_error_log()
     is_preemption(None)
     for module, name in (("ray.tune.execution.tune_controller", "TuneController"),

@@ -24,6 +24,9 @@ _BOOKS: dict[str, StudyBook] = {}  # experiment dir -> the driver's live bookkee
 # experiment dir -> whether this driver prints progress, where Tune restored the callback
 # (with the first driver's ``verbose``): set by ``resume_study``
 VERBOSE: dict[str, bool] = {}
+# experiment dir -> trials whose kept checkpoints this driver has checked (not pickled with
+# the callback: a resumed driver checks each trial again)
+_CHECKED: dict[str, set[str]] = {}
 
 
 class _StudyCallback(Callback):
@@ -49,6 +52,7 @@ class _StudyCallback(Callback):
     def setup(self, stop: Any = None, num_samples: Any = None, total_num_samples: Any = None,
               **info: Any) -> None:
         _BOOKS.pop(self._dir, None)
+        _CHECKED.pop(self._dir, None)
         self._poll_nodes(force=True)
 
     def get_state(self) -> dict:
@@ -69,6 +73,17 @@ class _StudyCallback(Callback):
         self.book.trial_recovering(trial.trial_id, _error_line(trial),
                                    failures=trial.run_metadata.num_failures)
         self._share_cluster()
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any,
+                      **info: Any) -> None:
+        # Tune calls this before it registers the checkpoint (and deletes the ones past
+        # num_to_keep): a resumed trial's first one, drop those its killed driver deleted
+        checked = _CHECKED.setdefault(self._dir, set())
+        if trial.trial_id not in checked:
+            checked.add(trial.trial_id)
+            for path in ray_compat.forget_deleted_checkpoints(trial):
+                log.debug("trial %s: checkpoint %s was deleted after the experiment's "
+                          "snapshot; forgotten", trial.trial_id, path)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:

@@ -22,7 +22,7 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tun
 
 from tuner import ray_compat
 from tuner.config import StudySettings
-from tuner.engine.callbacks import _BOOKS, VERBOSE, _StudyCallback, _StudyStopper
+from tuner.engine.callbacks import _BOOKS, _CHECKED, VERBOSE, _StudyCallback, _StudyStopper
 from tuner.engine.search import _Asha, _Search, optuna_storage, tpe_sampler
 from tuner.engine.trial import ITERATION, with_trial_mixin
 from tuner.errors import StudyError, TunerError
@@ -170,6 +170,7 @@ def _study_process(experiment_dir: str) -> Iterator[None]:
         optuna.logging.set_verbosity(verbosity)
         logging.getLogger(error_logger).removeFilter(preemptions)
         _BOOKS.pop(experiment_dir, None)
+        _CHECKED.pop(experiment_dir, None)
 
 
 def _ship_by_value(trainable: Callable[..., Any]) -> None:
