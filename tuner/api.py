@@ -345,8 +345,6 @@ def _close(path: str, tracker: Tracker) -> None:
         tags["tuner.budget_usd"] = f"{settings.budget_usd:g}"
     tags.update({f"tuner.best.{k}": v for k, v in (result.best_config or {}).items()})
     if not result.trials.empty and result.trials["cost_usd"].gt(0).any():
-        import tempfile
-
         from tuner.summary import plot_pareto
 
         with tempfile.TemporaryDirectory() as tmp:

@@ -123,13 +123,13 @@ def _ending(result: TuneResult) -> list[str]:
         return [f"Stopped early: {result.stop_reason}"]
     if result.state == "running":  # a live driver holds it (TuneResult.load asked its lock)
         return ["The study is running: its driver goes on; report again for later figures"]
-    if result.state != "finished" and not result.trainable:
+    if result.state == "finished":
+        return []
+    if not result.trainable:
         return [f"The study did not finish; its trainable is not importable by name (defined "
                 f"in __main__), so continue it from Python: "
                 f"tuner.resume({result.path!r}, trainable=your_function)"]
-    if result.state != "finished":
-        return [f"The study did not finish; continue it with: tuner resume {result.path}"]
-    return []
+    return [f"The study did not finish; continue it with: tuner resume {result.path}"]
 
 
 def no_usable_metric(result: TuneResult) -> str | None:
@@ -264,7 +264,7 @@ def best_lines(result: TuneResult) -> list[str]:
     better = values > result.best_metric if result.mode == "max" else values < result.best_metric
     above = frame[better.fillna(False) & frame["status"].ne("completed")]
     if best["status"] == "completed" and len(above):
-        lines.append(f"  ({len(above)} trial{'s' if len(above) > 1 else ''} listed above it "
+        lines.append(f"  ({count(len(above), 'trial')} listed above it "
                      f"{'were' if len(above) > 1 else 'was'} stopped early, at "
                      f"{int(above['iterations'].max())} iterations at most: a value measured "
                      f"at fewer iterations does not count as best)")
