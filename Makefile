@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install demo test test-fast lint lock ui dashboard ui-test clean cluster-local bench bench-quick bench-choice peers-env
+.PHONY: install demo test test-fast lint lock ui dashboard ui-test clean cluster-local bench bench-quick bench-choice bench-bounds peers-env
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -104,6 +104,12 @@ bench-choice: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python -m benchmarks.protocol --choice $(ARGS)
 	PYTHONPATH=. $(BIN)/python benchmarks/results/choice/candidates.py
+
+# Where each method's best configurations lie (at the ends of the ranges, where the surrogate
+# extrapolates, or inside): the held-out studies not in benchmarks/results/bounds.json yet.
+bench-bounds: $(STAMP) $(PEERS_STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
+	$(BIN)/python -m benchmarks.bounds $(ARGS)
 
 cluster-local: $(STAMP)
 	$(BIN)/tuner cluster up --local --hazard $(HAZARD) --dashboard

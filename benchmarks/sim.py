@@ -392,18 +392,24 @@ def syne_method(kind: str, seed: int) -> Method:
 # --------------------------------------------------------------------------- reference
 
 
-def random_pool(task_id: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Epoch-52 accuracy and 52-epoch seconds of ``n`` random configurations."""
+def random_configs(n: int, seed: int) -> list[dict]:
+    """``n`` configurations drawn at random from the space, as Optuna's RandomSampler draws."""
     import optuna
 
     sampler = optuna.samplers.RandomSampler(seed=seed)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     sp = space()
-    rows = []
+    configs = []
     for _ in range(n):
         trial = study.ask()
         sp.suggest(trial)
-        rows.append({**trial.params, "OpenML_task_id": task_id, "epoch": EPOCHS})
+        configs.append(dict(trial.params))
         study.tell(trial, 0.0)
+    return configs
+
+
+def random_pool(task_id: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch-52 accuracy and 52-epoch seconds of ``n`` random configurations."""
+    rows = [{**c, "OpenML_task_id": task_id, "epoch": EPOCHS} for c in random_configs(n, seed)]
     out = shared().predict(rows)
     return (np.array([o["val_accuracy"] for o in out]), np.array([o["time"] for o in out]))

@@ -37,6 +37,7 @@ class TuneResult:
     budget_scope: str | None = None  # what budget_usd capped: "cluster" or "trials"
     idle_by_kind: dict[str, tuple[float, float]] = field(default_factory=dict)
     trainable: str | None = None  # "module:function", or None: resume needs trainable=
+    space: dict[str, Any] = field(default_factory=dict)  # as written (SearchSpace.to_dict)
 
     @classmethod
     def load(cls, path: str) -> TuneResult:
@@ -70,7 +71,7 @@ class TuneResult:
             stop_reason=record.stop_reason,
             state=record.state.value, budget_scope=record.budget_scope,
             idle_by_kind={k: (v[0], v[1]) for k, v in record.idle_by_kind.items()},
-            trainable=record.trainable)
+            trainable=record.trainable, space=dict(record.space))
 
     def table(self) -> str:
         """The per-trial table, the Pareto set, the cost and how the study ended."""

@@ -27,6 +27,7 @@ from tuner._files import read_yaml
 from tuner.errors import ConfigError, did_you_mean, unknown_key
 
 Scalar = None | bool | int | float | str
+EDGE = 0.02  # "at the end of its range": within 2% of it, in the parameter's own scale
 
 
 class _Trial(Protocol):  # the part of optuna.Trial a space uses
@@ -102,6 +103,24 @@ class SearchSpace:
             if all(cond.holds(chosen) for cond in param.when):
                 chosen[param.name] = param.suggest(trial)
         return dict(self.constants)
+
+    def at_edge(self, config: Mapping[str, Any], within: float = EDGE) -> dict[str, str]:
+        """The numeric parameters whose value in ``config`` lies within ``within`` of the
+        low or the high end of their range, in the parameter's own scale (log where the space
+        says so): name -> "low" or "high". A best value there may have a better one beyond."""
+        ends: dict[str, str] = {}
+        for p in self.params:
+            v = config.get(p.name)
+            if (isinstance(p, CategoricalParam) or p.low == p.high or isinstance(v, bool)
+                    or not isinstance(v, (int, float)) or (p.log and v <= 0)):
+                continue
+            scale = math.log if p.log else float
+            at = (scale(v) - scale(p.low)) / (scale(p.high) - scale(p.low))
+            if at <= within:
+                ends[p.name] = "low"
+            elif at >= 1 - within:
+                ends[p.name] = "high"
+        return ends
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from tuner.errors import ConfigError
 from tuner.record import finite
+from tuner.search_space import parse_space
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -268,7 +270,23 @@ def best_lines(result: TuneResult) -> list[str]:
                      f"{'were' if len(above) > 1 else 'was'} stopped early, at "
                      f"{int(above['iterations'].max())} iterations at most: a value measured "
                      f"at fewer iterations does not count as best)")
-    return [*lines, f"Best config: {result.best_config}"]
+    return [*lines, f"Best config: {result.best_config}", *_edge_lines(result)]
+
+
+def _edge_lines(result: TuneResult) -> list[str]:
+    """Which of the best configuration's values sit at an end of their searched range: the
+    optimum may lie beyond it, and only a wider range can find it."""
+    config, spec = result.best_config, result.space  # spec: the space as written
+    try:
+        ends = parse_space(spec).at_edge(config) if config and spec else {}
+    except ConfigError:  # a record of a space this version no longer reads
+        return []
+    if not config or not ends:
+        return []
+    values = ", ".join(f"{name}={config[name]:.4g} ({end} end of {spec[name]['low']:g}.."
+                       f"{spec[name]['high']:g})" for name, end in ends.items())
+    return [f"  at the end of the searched range: {values}; better values may lie beyond it: "
+            f"widen the range in the search space where the model allows"]
 
 
 def mlflow_lines(result: TuneResult) -> list[str]:

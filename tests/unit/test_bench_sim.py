@@ -275,3 +275,21 @@ def test_optunas_hyperband_peer_is_the_same_study_in_every_run():
         return trace.trials, trace.cost, trace.best
 
     assert study() == study()
+
+
+def test_where_a_studys_best_lies_is_read_from_the_study_the_protocol_runs():
+    """`benchmarks.bounds` re-runs a protocol study keeping each trial's configuration: its
+    best is the protocol's own incumbent, and its count of parameters at an end of their
+    range is the product's `SearchSpace.at_edge`."""
+    from benchmarks import bounds
+
+    task = sim.shared().tasks[0]
+    fte = protocol.reference([task])[task]["fte_s"]
+    job = ("random search (full fidelity)", task, 0, fte)
+    row = bounds.study(job)
+    run = protocol._job((*job[:3], bounds.WORKERS, bounds.BUDGET_FTE * fte, fte))
+    assert row["best"] == max(run["best"])
+    assert row["at_bounds"] == len(sim.space().at_edge(row["config"]))
+    corner = {n: p["high"] for n, p in sim.SPACE.items()}
+    assert bounds.at_bounds(corner) == len(sim.SPACE)
+    assert bounds.at_bounds({n: (p["low"] + p["high"]) / 2 for n, p in sim.SPACE.items()}) == 0

@@ -188,6 +188,22 @@ def test_pruned_trials_listed_above_the_best_are_said_to_have_stopped_early(tmp_
             "does not count as best)\nBest config: {'lr': 0.1}") in out
 
 
+def test_the_report_says_when_the_best_value_sits_at_the_end_of_its_searched_range(
+        tmp_path, capsys, monkeypatch):
+    """The best trial's lr (0.1) is the top of 1e-3..0.1: a better one may lie beyond; a
+    study whose best is inside every range gets no such line."""
+    space = {"lr": {"type": "float", "low": 1.0e-3, "high": 0.1, "log": True}}
+    path = write_study(tmp_path, {"t1": ("completed", 0.9, 30, None)}, space=space)
+    _, out, _ = cli(capsys, monkeypatch, "report", path)
+    assert ("Best config: {'lr': 0.1}\n  at the end of the searched range: lr=0.1 (high end of "
+            "0.001..0.1); better values may lie beyond it: widen the range in the search space "
+            "where the model allows") in out
+    inside = write_study(tmp_path / "inside", {"t1": ("completed", 0.9, 30, None)},
+                         space={"lr": {**space["lr"], "high": 1.0}})
+    _, out, _ = cli(capsys, monkeypatch, "report", inside)
+    assert "Best config: {'lr': 0.1}" in out and "searched range" not in out
+
+
 def test_an_interrupted_study_of_a_main_module_function_says_to_resume_from_python(
         tmp_path, capsys, monkeypatch):
     """A trainable defined in ``__main__`` has no importable name on record: `tuner resume`

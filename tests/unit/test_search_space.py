@@ -97,6 +97,21 @@ def test_a_condition_on_an_int_parameter_holds_for_the_values_it_names():
         assert ("width2" in c) == (c["layers"] >= 2)
 
 
+def test_values_at_an_end_of_their_range_are_found_in_each_parameters_own_scale():
+    """Within 2% of the range: on a log scale 0.09 of 1e-4..0.1 is at the end, 0.08 is not."""
+    space = load_space({
+        "lr": {"type": "float", "low": 1.0e-4, "high": 0.1, "log": True},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+        "layers": {"type": "int", "low": 1, "high": 5},
+        "act": {"type": "categorical", "choices": ["relu", "tanh"]},
+        "steps": 100})
+    assert space.at_edge({"lr": 0.09, "dropout": 0.0, "layers": 3, "act": "relu",
+                          "steps": 100}) == {"lr": "high", "dropout": "low"}
+    assert space.at_edge({"lr": 0.08, "dropout": 0.011, "layers": 5}) == {"layers": "high"}
+    assert space.at_edge({"lr": 1.1e-4, "dropout": 0.25}) == {"lr": "low"}
+    assert space.at_edge({"layers": 2, "act": "tanh"}) == {}
+
+
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "search_spaces", "*.yaml"))))
 def test_shipped_spaces_load_and_sample(path):
     space = load_space(path)

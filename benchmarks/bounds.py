@@ -1,0 +1,200 @@
+"""Where each method's best configuration lies: at the bounds of the space or inside it.
+
+The LCBench surrogate is a neural network fitted to 2000 random configurations per task
+(Zimmer et al. 2021), so it has seen next to nothing near the corners of the space, where
+several parameters sit at their bounds at once. What it predicts there is extrapolation.
+This measures, on the very studies of the protocol (same simulator, same seeds, K = 4, 20
+FTE), how far each method's best configuration is from the bounds, and what the surrogate
+says at the 128 corners (every parameter at its low or its high bound) against the
+2000-configuration pool.
+
+    python -m benchmarks.bounds                  # (make bench-bounds) what is not recorded yet
+    python -m benchmarks.bounds --methods "Syne Tune MOBSTER" --seeds 2
+    python -m benchmarks.bounds --table          # results/bounds.json -> markdown
+
+The pinned peers (DEHB, MOBSTER, Hyper-Tune) run in ``.venv-peers``, as in the protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from benchmarks import pinned_peers, sim
+from benchmarks.lcbench import EPOCHS, SPACE, shared
+from tuner.search_space import EDGE
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bounds.json")
+BUDGET_FTE = 20.0
+WORKERS = 4
+
+
+def at_bounds(config: dict) -> int:
+    """How many parameters of ``config`` sit at an end of their range (the product's own
+    test, ``SearchSpace.at_edge``: within 2% of it, in the parameter's scale)."""
+    return len(sim.space().at_edge(config))
+
+
+def corners(task: str) -> tuple[float, dict]:
+    """The best epoch-52 accuracy over the 128 corners of the space, and that corner."""
+    names = list(SPACE)
+    every = [{n: SPACE[n]["high" if hi else "low"] for n, hi in zip(names, bits)}
+             for bits in itertools.product((False, True), repeat=len(names))]
+    acc = [o["val_accuracy"] for o in shared().predict(
+        [{**c, "OpenML_task_id": task, "epoch": EPOCHS} for c in every])]
+    i = int(np.argmax(acc))
+    return float(acc[i]), every[i]
+
+
+class _Recorder(sim.Method):
+    """Passes everything to ``inner``; keeps each trial's configuration and best value."""
+
+    def __init__(self, inner: sim.Method) -> None:
+        self.inner = inner
+        self.trials: dict[str, list] = {}
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = self.inner.suggest(trial_id)
+        if config is not None:
+            self.trials[trial_id] = [config, -math.inf]
+        return config
+
+    def result(self, trial_id: str, it: int, acc: float) -> bool:
+        self.trials[trial_id][1] = max(self.trials[trial_id][1], acc)
+        return self.inner.result(trial_id, it, acc)
+
+
+def study(job: tuple) -> dict:
+    """One study of the protocol (method, task, seed; K = 4, 20 FTE), with where its best
+    configuration lies."""
+    from benchmarks import protocol
+
+    name, task, seed, fte_s = job
+    np.random.seed(seed)  # as protocol._job: Ray's ASHA draws brackets from it
+    rec = _Recorder(protocol.ALL[name](seed))
+    started = time.process_time()
+    sim.simulate(rec, sim.Task(task), WORKERS, BUDGET_FTE * fte_s)
+    config, best = max(rec.trials.values(), key=lambda t: t[1])
+    top = sorted(rec.trials.values(), key=lambda t: -t[1])[:10]
+    return {"method": name, "task": task, "seed": seed, "best": best, "config": config,
+            "at_bounds": at_bounds(config),
+            "top10_at_bounds": float(np.mean([at_bounds(c) for c, _ in top])),
+            "trials": len(rec.trials), "cpu_s": round(time.process_time() - started, 1)}
+
+
+def _run(jobs: list[tuple], procs: int) -> list[dict]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=procs) as pool:
+        out = []
+        for row in pool.map(study, jobs):
+            print(f"{row['method'][:40]:40} {row['task']:>7} s{row['seed']} best {row['best']:6.2f} "
+                  f"at bounds {row['at_bounds']} ({row['cpu_s']} s)", flush=True)
+            out.append(row)
+        return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from benchmarks import protocol
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bounds", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--methods", nargs="*", default=[protocol.SHIPPED, *protocol.PEERS],
+                    help="default: ours as shipped and every peer of the protocol")
+    ap.add_argument("--tasks", choices=("held-out", "even", "all"), default="held-out")
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--procs", type=int, default=2)
+    ap.add_argument("--out", default=OUT)
+    ap.add_argument("--table", action="store_true", help="print the table of --out")
+    ap.add_argument("--jobs", help=argparse.SUPPRESS)  # in .venv-peers: jobs.json:runs.json
+    args = ap.parse_args(argv)
+    if args.jobs:
+        src, dst = args.jobs.split(":")
+        with open(src, encoding="utf-8") as f:
+            rows = _run([tuple(j) for j in json.load(f)], args.procs)
+        with open(dst, "w", encoding="utf-8") as f:
+            json.dump(rows, f)
+        return
+    if args.table:
+        return print("\n".join(table(args.out)))
+    every = list(shared().tasks)
+    tasks = {"held-out": every[1::2], "even": every[::2], "all": every}[args.tasks]
+    ref = protocol.reference(every)
+    done = _load(args.out)
+    have = {(r["method"], r["task"], r["seed"]) for r in done["studies"]}
+    jobs = [(m, t, s, ref[t]["fte_s"]) for m in args.methods for t in tasks
+            for s in range(args.seeds) if (m, t, s) not in have]
+    here = [j for j in jobs if j[0] not in protocol.PINNED]
+    there = [j for j in jobs if j[0] in protocol.PINNED]
+    rows = _run(here, args.procs) if here else []
+    if there:
+        rows += _elsewhere(there, args.procs)
+    for t in every:
+        if t not in done["corners"]:
+            acc, corner = corners(t)
+            done["corners"][t] = {"best": acc, "corner": corner,
+                                  "pool_best": ref[t]["pool_best"]}
+    if "pool_at_bounds" not in done:  # the protocol's reference pool: how LCBench sampled
+        counts = [at_bounds(c) for c in sim.random_configs(protocol.POOL, seed=12345)]
+        done["pool_at_bounds"] = {str(k): counts.count(k) for k in range(len(SPACE) + 1)}
+    done["studies"] += rows
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(done, f, indent=0)
+    print("\n".join(table(args.out)))
+
+
+def _load(path: str) -> dict[str, Any]:
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    return {"edge": EDGE, "budget_fte": BUDGET_FTE, "workers": WORKERS, "corners": {},
+            "studies": []}
+
+
+def _elsewhere(jobs: list[tuple], procs: int) -> list[dict]:
+    import tempfile
+
+    if not pinned_peers.available():
+        raise SystemExit("benchmarks: DEHB / MOBSTER / Hyper-Tune need .venv-peers; "
+                         "build it with `make peers-env`")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "jobs.json"), os.path.join(tmp, "rows.json")
+        with open(src, "w", encoding="utf-8") as f:
+            json.dump(jobs, f)
+        subprocess.run([pinned_peers.PYTHON, "-m", "benchmarks.bounds", "--jobs", f"{src}:{dst}",
+                        "--procs", str(procs)], cwd=pinned_peers.ROOT, check=True)
+        with open(dst, encoding="utf-8") as f:
+            return json.load(f)
+
+
+def table(path: str) -> list[str]:
+    """Markdown: per method, how far its best configurations are above the pool's best, and
+    how many of their parameters sit at an end of their range."""
+    data = _load(path)
+    pool = {t: c["pool_best"] for t, c in data["corners"].items()}
+    lines = ["| method | studies | best minus the pool's best (points) | parameters at an end: "
+             "best configuration | the same, mean of the 10 best trials | studies whose best "
+             "has 4 or more at an end |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    by: dict[str, list[dict]] = {}
+    for r in data["studies"]:
+        by.setdefault(r["method"], []).append(r)
+    for m, rows in sorted(by.items(), key=lambda kv: -np.mean([r["at_bounds"] for r in kv[1]])):
+        lines.append(f"| {m} | {len(rows)} | "
+                     f"{np.mean([r['best'] - pool[r['task']] for r in rows]):+.2f} | "
+                     f"{np.mean([r['at_bounds'] for r in rows]):.2f} | "
+                     f"{np.mean([r['top10_at_bounds'] for r in rows]):.2f} | "
+                     f"{sum(r['at_bounds'] >= 4 for r in rows)} |")
+    return lines
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
