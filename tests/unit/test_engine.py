@@ -78,6 +78,20 @@ def test_tpes_own_time_in_the_space_function_draws_no_advice_to_move_training(mo
     assert len(suggest()) == 1  # a plain Ray Tune run afterwards keeps Ray's warning
 
 
+def test_a_study_leaves_none_of_its_per_study_state_in_the_process(tmp_path):
+    """A notebook that resumes a study quietly, then runs another, keeps nothing of the first:
+    its bookkeeping, its checked checkpoints and the quiet switch resume_study set."""
+    from tuner.engine.run import _study_process
+
+    study = str(tmp_path)
+    callbacks.VERBOSE[study] = False  # as resume_study(verbose=False) sets it
+    callbacks._CHECKED[study] = {"t1"}
+    with _study_process(study):
+        pass
+    assert all(study not in per for per in (callbacks.VERBOSE, callbacks._CHECKED,
+                                            callbacks._BOOKS))
+
+
 def test_a_budget_stop_after_a_resume_leaves_what_the_last_driver_told_optuna(tmp_path):
     """Stopped at its budget, the searcher tells Optuna how its unfinished trials ended
     (PRUNED if measured, else FAIL with the configuration enqueued). A searcher restored from

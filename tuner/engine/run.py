@@ -169,8 +169,8 @@ def _study_process(experiment_dir: str) -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
         optuna.logging.set_verbosity(verbosity)
         logging.getLogger(error_logger).removeFilter(preemptions)
-        _BOOKS.pop(experiment_dir, None)
-        _CHECKED.pop(experiment_dir, None)
+        for per_study in (_BOOKS, _CHECKED, VERBOSE):
+            per_study.pop(experiment_dir, None)
 
 
 def _ship_by_value(trainable: Callable[..., Any]) -> None:
