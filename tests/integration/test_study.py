@@ -123,6 +123,7 @@ def test_an_unknown_metric_stops_the_study_with_a_clear_error(ray_cluster, study
     record = tuner.TuneResult.load(study_dir / "tuner_results" / "wrong")
     client = MlflowClient(record.mlflow_uri)
     assert client.get_run(record.parent_run_id).info.status == "KILLED"
+    assert record.trials["iterations"].max() == 1  # the iteration it ran is on the record
 
 
 def reserved_metric(config):

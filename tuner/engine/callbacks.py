@@ -14,7 +14,7 @@ from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
 from tuner import ray_compat
-from tuner.engine.search import _Asha, _Search, user_metrics
+from tuner.engine.search import _Asha, _Search, missing_metric, user_metrics
 from tuner.engine.trial import BUSY_S, BUSY_UNTIL, ITERATION, NODE_ID
 from tuner.record import TrialStatus
 from tuner.study import CLUSTER_PREFIX, StudyBook
@@ -99,6 +99,8 @@ class _StudyCallback(Callback):
                                until=result.get(BUSY_UNTIL))
         if not held and self.book.holds_node(trial.trial_id):
             self._share_cluster()  # what it holds changed: tell the other studies now
+        if self.book.record.metric not in result:  # its iteration and cost recorded first
+            raise missing_metric(trial.trial_id, self.book.record.metric, result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         pruned = trial.trial_id in self._asha.pruned

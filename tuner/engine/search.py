@@ -38,6 +38,16 @@ def user_metrics(result: Mapping[str, Any]) -> dict[str, float]:
             if _is_user_key(k) and isinstance(v, numbers.Real) and not isinstance(v, bool)}
 
 
+def missing_metric(trial_id: str, metric: str, result: Mapping[str, Any]) -> StudyError:
+    """The error that stops a study whose trial reported without the study's metric."""
+    mine = sorted(k for k in result if _is_user_key(k))
+    return StudyError(
+        f"trial {trial_id} reported {mine or 'no metrics'} but not the study's metric "
+        f"{metric!r}: report it (tuner.report({{{metric!r}: ...}})), then `tuner resume` the "
+        f"study; or, if the metric's name is wrong, start a new study (another name) with "
+        f"metric set to one of the reported names: a study's metric cannot change")
+
+
 def _is_user_key(key: str) -> bool:
     return key not in _RAY_KEYS and not key.startswith("config/")
 
@@ -75,13 +85,7 @@ class _Search(OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if self.metric not in result:
-            mine = sorted(k for k in result if _is_user_key(k))
-            raise StudyError(
-                f"trial {trial_id} reported {mine or 'no metrics'} but not the study's metric "
-                f"{self.metric!r}: report it (tuner.report({{{self.metric!r}: ...}})), then "
-                f"`tuner resume` the study; or, if the metric's name is wrong, start a new "
-                f"study (another name) with metric set to one of the reported names: a "
-                f"study's metric cannot change")
+            return  # the study callback records the iteration, then stops (missing_metric)
         reserved = sorted(k for k in result if k.startswith(RESERVED_PREFIX))
         if reserved:
             raise StudyError(
