@@ -514,6 +514,41 @@ def is_preemption(exception: BaseException | None) -> bool:
             and not int(os.environ.get(counted, "0") or 0))
 
 
+def user_traceback(exception: BaseException | None) -> str | None:
+    """A failed trial task's traceback as Python prints it, without Ray's frames or
+    tuner's: the trainable's (and the libraries' it called), then the error. None when
+    ``exception`` carries no remote traceback or it has no such frame."""
+    import ray
+    from ray.exceptions import RayTaskError
+
+    import tuner
+
+    if not isinstance(exception, RayTaskError):
+        return None
+    text = str(exception)  # Ray's: its task's title, then the traceback (some frames hidden)
+    hidden = tuple(os.path.dirname(m.__file__ or "") + os.sep for m in (ray, tuner))
+    frames: list[str] = []
+    error: list[str] = []
+    keep = False
+    for line in text.rstrip().splitlines():
+        stripped = line.strip()
+        if not stripped or not set(stripped) - set("^~ "):  # blank, or a caret marker
+            continue
+        if stripped.startswith('File "') and line.startswith(" "):  # a frame's header
+            path = stripped[len('File "'):].split('"', 1)[0]
+            keep, error = not path.startswith(hidden), []
+            if keep:
+                frames.append(line)
+        elif line.startswith(" "):  # the frame's source line
+            if keep:
+                frames.append(line)
+        elif not line.startswith(("Traceback ", "During handling", "The above exception")):
+            error.append(line)  # the error, after the last frame
+    if not frames or not error:
+        return None
+    return "\n".join([*frames, *error])
+
+
 def trial_error_log() -> tuple[str, str]:
     """(logger name, message prefix) of the ERROR line, with the traceback, that Tune
     writes for every failed trial task, a preempted one included."""

@@ -261,7 +261,7 @@ def best_lines(result: TuneResult) -> list[str]:
     frame = result.trials
     best = frame[frame["trial_id"] == result.best_trial_id].iloc[0]
     lines = [f"Best {result.metric}: {result.best_metric:.6g} (trial {result.best_trial_id}, "
-             f"{best['status']}, {best['iterations']} iterations)"]
+             f"{best['status']}, {count(int(best['iterations']), 'iteration')})"]
     values = frame[result.metric].where(frame[result.metric].map(finite))
     better = values > result.best_metric if result.mode == "max" else values < result.best_metric
     above = frame[better.fillna(False) & frame["status"].ne("completed")]

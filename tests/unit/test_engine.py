@@ -10,6 +10,7 @@ threshold. Real: the callback, ASHA, OptunaSearch and Optuna (in memory).
 from __future__ import annotations
 
 import logging
+import os
 
 from tuner import ray_compat
 from tuner.engine import callbacks
@@ -156,3 +157,71 @@ def test_asha_ranks_a_rung_of_nan_values_without_numpy_warning_the_user():
             asha.on_trial_add(None, trial)
             assert asha.on_trial_result(None, trial, {"training_iteration": 1,
                                                       "acc": math.nan}) == "CONTINUE"
+
+
+def _failed_task(user_file: str) -> BaseException:
+    """A trial task's failure as Tune receives it: Ray's RayTaskError, made an instance of
+    its cause, over a traceback through Ray's frames, tuner's wrapper and the user's code.
+    Faked: the traceback text (Ray builds it in the worker); the classes are Ray's own."""
+    import ray
+    from ray.exceptions import RayTaskError
+
+    import tuner
+
+    ray_dir, tuner_dir = os.path.dirname(ray.__file__), os.path.dirname(tuner.__file__)
+    text = "\n".join([
+        "Traceback (most recent call last):",
+        f'  File "{ray_dir}/tune/trainable/function_trainable.py", line 249, in _trainable_func',
+        "    output = fn()",
+        "             ^^^^",
+        f'  File "{tuner_dir}/ray_compat.py", line 105, in trial',
+        "    return trainable(config)",
+        f'  File "{user_file}", line 5, in train',
+        '    raise ValueError("bad shape (3, 4)")',
+        "ValueError: bad shape (3, 4)"])
+    return RayTaskError("train", text, ValueError("bad shape (3, 4)")).as_instanceof_cause()
+
+
+def _tune_logs(exception: BaseException) -> logging.LogRecord | None:
+    """The record Tune logs for a failed trial task, through the study's filter (None:
+    dropped)."""
+    from tuner.engine.run import _TrialErrorsInShort
+
+    name, prefix = ray_compat.trial_error_log()
+    record = logging.LogRecord(name, logging.ERROR, __file__, 1,
+                               f"{prefix} for trial train_5fcd5132", (), (type(exception),
+                                                                        exception, None))
+    return record if _TrialErrorsInShort(prefix).filter(record) else None
+
+
+def test_a_failed_trial_is_logged_with_the_users_frames_and_not_rays():
+    """A trial that raises: Tune's 40-odd lines of traceback become the user's frames and
+    the error, with where the whole traceback is."""
+    record = _tune_logs(_failed_task("/home/me/train.py"))
+    assert record is not None and record.exc_info is None
+    assert record.getMessage() == (
+        'trial 5fcd5132 failed:\n  File "/home/me/train.py", line 5, in train\n'
+        '    raise ValueError("bad shape (3, 4)")\nValueError: bad shape (3, 4)\n'
+        "  (the whole traceback, Ray's frames too: trial_5fcd5132/error.txt in the study's "
+        "directory)")
+
+
+def test_a_failure_with_no_user_frame_or_that_cannot_be_read_keeps_tunes_whole_log(
+        monkeypatch):
+    """Nothing of the trainable's in it (Ray failed on its own), an exception that is not a
+    task's, or a traceback the filter cannot read: Tune's record is left as it was, and
+    the study goes on (a filter that raised would stop it)."""
+    import ray
+
+    inside_ray = _failed_task(os.path.join(os.path.dirname(ray.__file__), "worker.py"))
+    for exception in (inside_ray, RuntimeError("node died")):
+        record = _tune_logs(exception)
+        assert record is not None and record.exc_info is not None
+        assert record.getMessage() == "Trial task failed for trial train_5fcd5132"
+
+    def unreadable(exception):
+        raise AttributeError("traceback_str")
+
+    monkeypatch.setattr(ray_compat, "user_traceback", unreadable)
+    record = _tune_logs(_failed_task("/home/me/train.py"))
+    assert record is not None and record.exc_info is not None

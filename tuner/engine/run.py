@@ -121,30 +121,45 @@ def _sigterm_as_ctrl_c() -> Any:
     return signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
 
 
-class _PreemptionIsNoError(logging.Filter):
-    """Drops Tune's ERROR line and traceback for a trial task lost to a preempted node:
-    Tune retries such a trial from its checkpoint without counting a failure, and the
-    study says so in one line ("trial ... preempted"). Every other failure still shows."""
+class _TrialErrorsInShort(logging.Filter):
+    """Tune's ERROR line and traceback for a failed trial task, made short. A task lost to
+    a preempted node is dropped: Tune retries the trial from its checkpoint without counting
+    a failure, and the study says so in one line ("trial ... preempted"). Any other failure
+    keeps the frames of the trainable (and of what it called) and the error, without Ray's
+    and tuner's 20-odd frames; Ray keeps the whole traceback in the trial's error.txt."""
 
     def __init__(self, prefix: str) -> None:
         super().__init__()
         self._prefix = prefix
 
     def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if not message.startswith(self._prefix):
+            return True
         exception = record.exc_info[1] if record.exc_info else None
-        return not (str(record.msg).startswith(self._prefix)
-                    and ray_compat.is_preemption(exception))
+        if ray_compat.is_preemption(exception):
+            return False
+        try:
+            short = ray_compat.user_traceback(exception)
+        except Exception:  # a log line must never stop the study: Tune's stays
+            short = None
+        if short:
+            trial = message[len(self._prefix):].split()[-1].rsplit("_", 1)[-1]
+            record.msg = (f"trial {trial} failed:\n{short}\n  (the whole traceback, Ray's "
+                          f"frames too: trial_{trial}/error.txt in the study's directory)")
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
 
 
 @contextlib.contextmanager
 def _study_process(experiment_dir: str) -> Iterator[None]:
     """What a study changes in this process -- Tune's switches, log levels, Optuna's
-    verbosity, the preemption filter on Tune's error log, the live bookkeeping -- restored
+    verbosity, the trial-error filter on Tune's error log, the live bookkeeping -- restored
     when it ends, so a plain Ray Tune run later in the same notebook inherits none of it."""
     ray_compat.check_env_switches()
     error_logger, error_prefix = ray_compat.trial_error_log()
-    preemptions = _PreemptionIsNoError(error_prefix)
-    logging.getLogger(error_logger).addFilter(preemptions)
+    trial_errors = _TrialErrorsInShort(error_prefix)
+    logging.getLogger(error_logger).addFilter(trial_errors)
     env = {k: os.environ.get(k) for k in (*_ENV, _PENDING)}
     levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
     verbosity = optuna.logging.get_verbosity()
@@ -168,7 +183,7 @@ def _study_process(experiment_dir: str) -> Iterator[None]:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
         optuna.logging.set_verbosity(verbosity)
-        logging.getLogger(error_logger).removeFilter(preemptions)
+        logging.getLogger(error_logger).removeFilter(trial_errors)
         for per_study in (_BOOKS, _CHECKED, VERBOSE):
             per_study.pop(experiment_dir, None)
 
