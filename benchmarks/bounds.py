@@ -18,11 +18,11 @@ The pinned peers (DEHB, MOBSTER, Hyper-Tune) run in ``.venv-peers``, as in the p
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from typing import Any
@@ -41,10 +41,15 @@ INSIDE = 2
 WORKERS = 4
 
 
+@functools.cache
+def _space() -> Any:
+    return sim.space()
+
+
 def at_bounds(config: dict) -> int:
     """How many parameters of ``config`` sit at an end of their range (the product's own
     test, ``SearchSpace.at_edge``: within 2% of it, in the parameter's scale)."""
-    return len(sim.space().at_edge(config))
+    return len(_space().at_edge(config))
 
 
 def corners(task: str) -> tuple[float, dict]:
@@ -86,12 +91,13 @@ def study(job: tuple) -> dict:
     rec = _Recorder(protocol.ALL[name](seed))
     started = time.process_time()
     sim.simulate(rec, sim.Task(task), WORKERS, BUDGET_FTE * fte_s)
-    config, best = max(rec.trials.values(), key=lambda t: t[1])
-    top = sorted(rec.trials.values(), key=lambda t: -t[1])[:10]
-    inside = [value for c, value in rec.trials.values() if at_bounds(c) <= INSIDE]
+    trials = sorted(([value, at_bounds(c), c] for c, value in rec.trials.values()),
+                    key=lambda t: -t[0])  # best first
+    best, ends, config = trials[0]
+    inside = [value for value, n, _ in trials if n <= INSIDE]
     return {"method": name, "task": task, "seed": seed, "best": best, "config": config,
-            "best_inside": max(inside, default=None), "at_bounds": at_bounds(config),
-            "top10_at_bounds": float(np.mean([at_bounds(c) for c, _ in top])),
+            "best_inside": max(inside, default=None), "at_bounds": ends,
+            "top10_at_bounds": float(np.mean([n for _, n, _ in trials[:10]])),
             "trials": len(rec.trials), "cpu_s": round(time.process_time() - started, 1)}
 
 
@@ -118,17 +124,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--table", action="store_true", help="print the table of --out")
-    ap.add_argument("--jobs", help=argparse.SUPPRESS)  # in .venv-peers: jobs.json:runs.json
+    ap.add_argument("--jobs", nargs=2, help=argparse.SUPPRESS)  # in .venv-peers: IN OUT
     args = ap.parse_args(argv)
-    if args.jobs:
-        src, dst = args.jobs.split(":")
+    if args.jobs:  # from pinned_peers.run_elsewhere
+        src, dst = args.jobs
         with open(src, encoding="utf-8") as f:
-            rows = _run([tuple(j) for j in json.load(f)], args.procs)
+            spec = json.load(f)
+        rows = _run([tuple(j) for j in spec["jobs"]], spec["procs"])
         with open(dst, "w", encoding="utf-8") as f:
             json.dump(rows, f)
         return
     if args.table:
-        return print("\n".join(table(args.out)))
+        return print("\n".join(table(_load(args.out))))
     every = list(shared().tasks)
     tasks = {"held-out": every[1::2], "even": every[::2], "all": every}[args.tasks]
     ref = protocol.reference(every)
@@ -141,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     there = [j for j in jobs if j[0] in protocol.PINNED]
     rows = _run(here, args.procs) if here else []
     if there:
-        rows += _elsewhere(there, args.procs)
+        rows += pinned_peers.run_elsewhere(there, args.procs, ("benchmarks.bounds", "--jobs"))
     for t in every:
         if t not in done["corners"]:
             acc, corner = corners(t)
@@ -153,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     done["studies"] += rows
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(done, f, indent=0)
-    print("\n".join(table(args.out)))
+    print("\n".join(table(done)))
 
 
 def _load(path: str) -> dict[str, Any]:
@@ -164,26 +171,9 @@ def _load(path: str) -> dict[str, Any]:
             "studies": []}
 
 
-def _elsewhere(jobs: list[tuple], procs: int) -> list[dict]:
-    import tempfile
-
-    if not pinned_peers.available():
-        raise SystemExit("benchmarks: DEHB / MOBSTER / Hyper-Tune need .venv-peers; "
-                         "build it with `make peers-env`")
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = os.path.join(tmp, "jobs.json"), os.path.join(tmp, "rows.json")
-        with open(src, "w", encoding="utf-8") as f:
-            json.dump(jobs, f)
-        subprocess.run([pinned_peers.PYTHON, "-m", "benchmarks.bounds", "--jobs", f"{src}:{dst}",
-                        "--procs", str(procs)], cwd=pinned_peers.ROOT, check=True)
-        with open(dst, encoding="utf-8") as f:
-            return json.load(f)
-
-
-def table(path: str) -> list[str]:
-    """Markdown: per method, how far its best configurations are above the pool's best, and
-    how many of their parameters sit at an end of their range."""
-    data = _load(path)
+def table(data: dict[str, Any]) -> list[str]:
+    """Markdown of bounds.json's ``data``: per method, how far its best configurations are
+    above the pool's best, and how many of their parameters sit at an end of their range."""
     pool = {t: c["pool_best"] for t, c in data["corners"].items()}
     lines = ["| method | studies | best minus the pool's best (points) | the same, best of the "
              f"configurations with at most {INSIDE} parameters at an end | parameters at an end: "
@@ -209,13 +199,13 @@ def _mean_inside(rows: list[dict], pool: dict[str, float]) -> str:
     return f"{np.mean(values):+.2f}" + (f" ({missing} studies had none)" if missing else "")
 
 
-def paired_inside(path: str, ours: str, peer: str) -> dict[str, Any] | None:
+def paired_inside(data: dict[str, Any], ours: str, peer: str) -> dict[str, Any] | None:
     """Ours minus ``peer`` per task (same seeds), in points of regret, by the best value
     anywhere and by the best with at most INSIDE parameters at an end: mean, bootstrap 95%
     CI over tasks."""
     from benchmarks.protocol import boot_ci
 
-    rows = _load(path)["studies"]
+    rows = data["studies"]
     mine = {(r["task"], r["seed"]): r for r in rows if r["method"] == ours}
     theirs = {(r["task"], r["seed"]): r for r in rows if r["method"] == peer}
     keys = sorted(k for k in mine.keys() & theirs.keys()

@@ -112,8 +112,10 @@ def available() -> bool:
     return os.path.exists(PYTHON)
 
 
-def run_elsewhere(jobs: list[tuple], procs: int) -> list[dict]:
-    """Run ``jobs`` (the protocol's job tuples) in ``.venv-peers``; their runs come back."""
+def run_elsewhere(jobs: list[tuple], procs: int,
+                  command: tuple[str, ...] = ("benchmarks.pinned_peers",)) -> list[dict]:
+    """Run ``jobs`` in ``.venv-peers`` through ``python -m *command JOBS.json OUT.json`` (by
+    default the protocol's job tuples, here); what OUT.json holds comes back."""
     if not available():
         raise SystemExit(f"benchmarks: {len(jobs)} studies of DEHB / MOBSTER / Hyper-Tune need "
                          f"the second environment {os.path.relpath(PYTHON, ROOT)}, which is "
@@ -122,7 +124,7 @@ def run_elsewhere(jobs: list[tuple], procs: int) -> list[dict]:
         src, dst = os.path.join(tmp, "jobs.json"), os.path.join(tmp, "runs.json")
         with open(src, "w", encoding="utf-8") as f:
             json.dump({"jobs": jobs, "procs": procs}, f)
-        subprocess.run([PYTHON, "-m", "benchmarks.pinned_peers", src, dst], cwd=ROOT, check=True)
+        subprocess.run([PYTHON, "-m", *command, src, dst], cwd=ROOT, check=True)
         with open(dst, encoding="utf-8") as f:
             return json.load(f)
 

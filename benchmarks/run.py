@@ -578,7 +578,8 @@ def _bounds_section(odd: dict, ours: str, lead: str = "Syne Tune MOBSTER") -> li
         data = json.load(f)
     corner = data["corners"]
     tasks = [t for t in odd["tasks"] if t in corner]
-    surplus = np.array([corner[t]["best"] - corner[t]["pool_best"] for t in tasks])
+    over = {t: corner[t]["best"] - corner[t]["pool_best"] for t in tasks}
+    surplus = np.array([over[t] for t in tasks])
     gap = np.array([per[ours][odd["tasks"].index(t)] - per[lead][odd["tasks"].index(t)]
                     for t in tasks], dtype=float)
     rho, p = spearmanr(surplus, gap)
@@ -588,8 +589,7 @@ def _bounds_section(odd: dict, ours: str, lead: str = "Syne Tune MOBSTER") -> li
     worst = [tasks[i] for i in np.argsort(-gap)[:4]]
     ends = {r["task"]: r["at_bounds"] for r in data["studies"]
             if r["method"] == lead and r["seed"] == seeds[0]}
-    top = ", ".join(f"{t} {corner[t]['best'] - corner[t]['pool_best']:+.1f}"
-                    for t in sorted(tasks, key=lambda t: corner[t]["pool_best"] - corner[t]["best"])[:5])
+    top = ", ".join(f"{t} {over[t]:+.1f}" for t in sorted(tasks, key=lambda t: -over[t])[:5])
     return ["### Held-out: where the best configurations lie", "",
             f"`python -m benchmarks.bounds` re-runs the protocol's studies (K = {data['workers']}, "
             f"{data['budget_fte']:g} FTE, seed{'s' if len(seeds) > 1 else ''} "
@@ -601,7 +601,7 @@ def _bounds_section(odd: dict, ours: str, lead: str = "Syne Tune MOBSTER") -> li
             f"{sum(pool.values())} random configurations drawn here the same way (the "
             f"reference pool), {few} ha{'s' if few == 1 else 've'} 4 or more parameters at an "
             "end, so what the surrogate says where several are is extrapolation.", "",
-            *bounds.table(path), "",
+            *bounds.table(data), "",
             f"At the 128 corners of the space (every parameter at its low or high end) the "
             f"surrogate's best epoch-52 accuracy beats the 2000-configuration pool's best on "
             f"{int((surplus > 0).sum())} of {len(tasks)} held-out tasks, by more than 5 points on "
@@ -611,7 +611,7 @@ def _bounds_section(odd: dict, ours: str, lead: str = "Syne Tune MOBSTER") -> li
             f"configurations (seed {seeds[0]}) have "
             f"{', '.join(str(ends[t]) for t in worst if t in ends)} of the "
             f"{len(bounds.SPACE)} parameters at an "
-            f"end.{_inside_sentence(path, ours, lead)} So much of {lead}'s lead is its "
+            f"end.{_inside_sentence(data, ours, lead)} So much of {lead}'s lead is its "
             "finding configurations at the ends of several ranges at once, where the "
             "surrogate's values are extrapolated rather than measured; whether the same "
             "configurations would train as well is not something this benchmark can tell. "
@@ -621,12 +621,12 @@ def _bounds_section(odd: dict, ours: str, lead: str = "Syne Tune MOBSTER") -> li
             "(a better value may lie beyond it).", ""]
 
 
-def _inside_sentence(path: str, ours: str, lead: str) -> str:
+def _inside_sentence(data: dict, ours: str, lead: str) -> str:
     """Ours minus ``lead`` in regret on bounds.json's studies, by the best value anywhere
     and by the best among configurations with few parameters at an end."""
     from benchmarks import bounds
 
-    pr = bounds.paired_inside(path, ours, lead)
+    pr = bounds.paired_inside(data, ours, lead)
     if pr is None:
         return ""
     cell = "{:+.2f} [{:+.2f}, {:+.2f}]".format
