@@ -200,14 +200,17 @@ class StudyRecord:
         return value > than if self.mode == "max" else value < than
 
     def best(self) -> TrialEntry | None:
-        """The best trial by final metric: among completed ones, else among all that reported
-        a finite value (NaN and infinities are never best).
+        """The best trial by final metric: among completed ones, else among the others that
+        reported a finite value (NaN and infinities are never best), failed ones aside.
 
         A pruned trial's last value was measured at lower fidelity, so it wins only when
-        no trial ran to the end.
+        no trial ran to the end. A failed trial's configuration made the trainable raise on
+        every try (preemptions are not failures), so it is never best: a study whose every
+        trial failed has no best.
         """
         sign = 1 if self.mode == "max" else -1
-        reported = [t for t in self.trials.values() if finite(t.metric)]
+        reported = [t for t in self.trials.values()
+                    if finite(t.metric) and t.status != TrialStatus.FAILED]
         done = [t for t in reported if t.status == TrialStatus.COMPLETED]
         pool = done or reported
         return max(pool, key=lambda t: sign * float(t.metric or 0)) if pool else None

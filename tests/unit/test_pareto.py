@@ -129,8 +129,17 @@ def test_a_completed_trial_beats_a_pruned_one_whose_value_looks_better(mode):
 @pytest.mark.parametrize("mode,best_id", [("max", "b"), ("min", "a")])
 def test_without_a_completed_trial_the_best_is_among_all_that_reported(mode, best_id):
     r = record(mode, ("a", "pruned", 0.3), ("b", "running", 0.8), ("c", "interrupted", 0.5),
-               ("d", "completed", math.nan))
+               ("d", "completed", math.nan), ("e", "stopped", 0.4))
     assert r.best().trial_id == best_id
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_a_failed_trial_is_never_the_best_whatever_it_reported_before_it_failed(mode):
+    """Its configuration made the trainable raise on every try."""
+    failed = 0.99 if mode == "max" else 0.01
+    r = record(mode, ("failed", "failed", failed), ("pruned", "pruned", 0.5))
+    assert r.best().trial_id == "pruned"
+    assert record(mode, ("a", "failed", failed), ("b", "failed", 0.5)).best() is None
 
 
 def test_a_study_without_trials_has_no_best():
