@@ -13,6 +13,15 @@ import yaml
 from tuner.errors import ConfigError
 
 
+def shown(path: str | os.PathLike[str]) -> str:
+    """A file as an error names it: relative to the working directory when inside it (as a
+    user would type it), else absolute."""
+    path = os.path.abspath(path)
+    relative = os.path.relpath(path)
+    inside = relative != os.pardir and not relative.startswith(os.pardir + os.sep)
+    return relative if inside else path
+
+
 def read_text(path: str) -> str:
     """A UTF-8 text file's contents; a missing, unreadable or non-UTF-8 file (or a
     directory) becomes a ConfigError naming it and the fix."""
@@ -20,14 +29,14 @@ def read_text(path: str) -> str:
         with open(path, encoding="utf-8") as f:
             return f.read()
     except FileNotFoundError:
-        raise ConfigError(path, "", "no such file") from None
+        raise ConfigError(shown(path), "", "no such file") from None
     except IsADirectoryError:
-        raise ConfigError(path, "", "is a directory; pass the path of a file") from None
+        raise ConfigError(shown(path), "", "is a directory; pass the path of a file") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(path, "", f"is not UTF-8 text (byte {exc.start}); save it as "
+        raise ConfigError(shown(path), "", f"is not UTF-8 text (byte {exc.start}); save it as "
                           f"UTF-8") from None
     except OSError as exc:
-        raise ConfigError(path, "", f"cannot be read ({exc.strerror or exc}); check its "
+        raise ConfigError(shown(path), "", f"cannot be read ({exc.strerror or exc}); check its "
                           f"permissions") from None
 
 
@@ -70,12 +79,12 @@ def read_yaml(path: str) -> Any:
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except _DuplicateKey as exc:
-        raise ConfigError(os.path.basename(path), f"line {exc.line}", f"key {exc.key!r} is "
+        raise ConfigError(shown(path), f"line {exc.line}", f"key {exc.key!r} is "
                           f"given twice in one mapping (first on line {exc.first_line}); keep "
                           f"one of them") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(os.path.basename(path), f"line {mark.line + 1}" if mark else "",
+        raise ConfigError(shown(path), f"line {mark.line + 1}" if mark else "",
                           f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
 
 

@@ -151,7 +151,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from tuner._files import read_yaml
+    from tuner._files import read_yaml, shown
     from tuner.config import load_experiment
     from tuner.search_space import load_space
     from tuner.summary import count
@@ -159,7 +159,7 @@ def _validate(args: argparse.Namespace) -> int:
     data = read_yaml(args.file)
     if not isinstance(data, dict):
         what = "empty" if data is None else f"a YAML {type(data).__name__}"
-        raise ConfigError(os.path.basename(args.file), "",
+        raise ConfigError(shown(args.file), "",
                           f"is {what}; `tuner validate` reads a mapping: an experiment "
                           "(trainable:, space:, metric:), a search space (a parameter name "
                           "per key) or a Ray cluster config (available_node_types:)")

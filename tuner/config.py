@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from tuner._files import read_yaml
+from tuner._files import read_yaml, shown
 from tuner.errors import ConfigError, did_you_mean, unknown_key
 from tuner.search_space import SearchSpace, load_space
 from tuner.tracking import masked
@@ -259,14 +259,14 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
     """Read and validate an experiment YAML; relative `space:` and `prices:` paths are from
     the file."""
     path = os.fspath(path)
-    source = os.path.basename(path)
+    source = shown(path)
     data = read_yaml(path)
     if not isinstance(data, Mapping):
         raise ConfigError(source, "", "an experiment file is a mapping with at least "
                           "`trainable:`, `space:` and `metric:`")
     if "available_node_types" in data:
         raise ConfigError(source, "", f"is a Ray cluster config, not an experiment; start the "
-                          f"cluster with it (`ray up {path}`, see cluster/README.md), then run "
+                          f"cluster with it (`ray up {source}`, see cluster/README.md), then run "
                           f"an experiment on it (e.g. examples/digits_mlp.yaml)")
     if not {"trainable", "space", "metric"} & set(data) and any(
             isinstance(v, Mapping) and "type" in v for v in data.values()):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
-from tuner._files import read_yaml
+from tuner._files import read_yaml, shown
 from tuner.errors import ConfigError, did_you_mean, unknown_key
 
 Scalar = None | bool | int | float | str
@@ -181,7 +181,7 @@ def load_space(space: str | os.PathLike[str] | Mapping[str, Any] | SearchSpace) 
         raise ConfigError("tune()", "space", f"must be a path to a space YAML, a mapping of "
                           f"parameters or a SearchSpace, got {type(space).__name__} {space!r}")
     path = os.fspath(space)
-    return parse_space(read_yaml(path), source=os.path.basename(path))
+    return parse_space(read_yaml(path), source=shown(path))
 
 
 def parse_space(data: Any, source: str = "space") -> SearchSpace:

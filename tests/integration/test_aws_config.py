@@ -46,7 +46,8 @@ def test_ray_and_our_checks_accept_the_shipped_config():
      "spot_c5.labels.tuner.io/market: says 'on-demand' but node_config launches spot"),
     ("VolumeSize: 64", "VolumeSize: big", "Ebs.VolumeSize: must be a whole number"),
 ])
-def test_typos_in_node_config_are_named_with_a_fix(tmp_path, old, new, message):
+def test_typos_in_node_config_are_named_with_a_fix(tmp_path, monkeypatch, old, new, message):
+    monkeypatch.chdir(tmp_path)  # a user in the directory of their copy
     text = open(CONFIG).read()
     assert old in text
     path = tmp_path / "aws-spot.yaml"

@@ -201,7 +201,8 @@ def test_an_mlflow_uri_with_an_unknown_scheme_is_refused_without_its_password(tm
         assert "use sqlite:///mlflow.db" in line and "hunter22" not in line
 
 
-def test_validate_says_an_experiment_lacks_its_trainable(tmp_path, capsys):
+def test_validate_says_an_experiment_lacks_its_trainable(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # a user in their project's directory
     (tmp_path / "space.yaml").write_text("lr: {type: float, low: 0.1, high: 1}\n")
     (tmp_path / "exp.yaml").write_text("space: space.yaml\nmetric: acc\n")
     code, _, err = main(capsys, "validate", str(tmp_path / "exp.yaml"))
@@ -210,8 +211,9 @@ def test_validate_says_an_experiment_lacks_its_trainable(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("text, what", [("", "empty"), ("- lr\n- momentum\n", "a YAML list")])
-def test_validate_says_a_file_that_is_not_a_mapping_is_none_of_the_three(tmp_path, capsys,
+def test_validate_says_a_file_that_is_not_a_mapping_is_none_of_the_three(tmp_path, monkeypatch, capsys,
                                                                           text, what):
+    monkeypatch.chdir(tmp_path)  # a user in their project's directory
     (tmp_path / "exp.yaml").write_text(text)
     code, _, err = main(capsys, "validate", str(tmp_path / "exp.yaml"))
     line = one_line_error(code, err)
@@ -325,7 +327,8 @@ def test_a_named_study_that_exists_is_refused_before_ray_starts(tmp_path, capsys
 
 
 @pytest.mark.parametrize("command", ["run", "estimate"])
-def test_a_search_space_given_for_an_experiment_says_where_it_belongs(tmp_path, capsys, command):
+def test_a_search_space_given_for_an_experiment_says_where_it_belongs(tmp_path, monkeypatch, capsys, command):
+    monkeypatch.chdir(tmp_path)  # a user in their project's directory
     (tmp_path / "mlp.yaml").write_text("lr: {type: float, low: 0.001, high: 0.1, log: true}\n"
                                        "max_iter: 200\n")
     code, _, err = main(capsys, command, str(tmp_path / "mlp.yaml"))

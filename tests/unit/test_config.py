@@ -199,7 +199,8 @@ def test_tune_refuses_a_storage_path_it_could_not_write_before_making_anything(t
     assert os.listdir(tmp_path) == ["afile"]
 
 
-def test_a_setting_given_twice_is_refused(tmp_path):
+def test_a_setting_given_twice_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a user in their project's directory
     path = write(tmp_path, "trainable: mytrain:train\nspace: space.yaml\nmetric: acc\n"
                            "num_samples: 50\nmode: max\nnum_samples: 5\n")
     with pytest.raises(ConfigError, match=r"^exp.yaml: line 6: key 'num_samples' is given twice "
@@ -207,12 +208,30 @@ def test_a_setting_given_twice_is_refused(tmp_path):
         load_experiment(path)
 
 
-def test_a_ray_cluster_config_given_as_an_experiment_is_named_as_one():
+def test_a_ray_cluster_config_given_as_an_experiment_is_named_as_one(monkeypatch):
     """`tuner run cluster/aws-spot.yaml` said the file was a search space."""
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "cluster", "aws-spot.yaml")
-    with pytest.raises(ConfigError, match=r"^aws-spot.yaml: is a Ray cluster config, not an "
-                                          r"experiment; start the cluster with it \(`ray up "):
-        load_experiment(path)
+    monkeypatch.chdir(os.path.join(os.path.dirname(__file__), "..", ".."))
+    with pytest.raises(ConfigError, match=r"^cluster/aws-spot.yaml: is a Ray cluster config, "
+                                          r"not an experiment; start the cluster with it "
+                                          r"\(`ray up cluster/aws-spot.yaml`, "):
+        load_experiment("cluster/aws-spot.yaml")
+
+
+def test_an_error_names_the_file_as_typed_from_here_or_in_full_from_elsewhere(tmp_path,
+                                                                             monkeypatch):
+    """Two `exp.yaml` in two folders: a bare `exp.yaml:` did not say which was wrong."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "exp.yaml").write_text("space: space.yaml\nmetric: acc\n")
+    monkeypatch.chdir(tmp_path / "a")
+    with pytest.raises(ConfigError, match=r"^exp.yaml: trainable: is required"):
+        load_experiment("exp.yaml")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"^b/exp.yaml: trainable: is required"):
+        load_experiment(str(tmp_path / "b" / "exp.yaml"))
+    monkeypatch.chdir(tmp_path / "a")
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}/b/exp.yaml: trainable: is required"):
+        load_experiment("../b/exp.yaml")
 
 
 def test_numbers_in_exponent_form_are_numbers_in_every_setting(tmp_path):
@@ -237,7 +256,8 @@ def test_yaml_merge_keys_may_be_overridden(tmp_path):
 
 @pytest.mark.parametrize("key, value", [("max_t", 10), ("grace_period", 2),
                                         ("reduction_factor", 3)])
-def test_a_scheduler_setting_at_top_level_is_sent_under_scheduler(tmp_path, key, value):
+def test_a_scheduler_setting_at_top_level_is_sent_under_scheduler(tmp_path, monkeypatch, key, value):
+    monkeypatch.chdir(tmp_path)  # a user in their project's directory
     path = write(tmp_path, f"trainable: mytrain:train\nspace: space.yaml\nmetric: acc\n"
                            f"{key}: {value}\n")
     with pytest.raises(ConfigError) as info:
@@ -246,7 +266,8 @@ def test_a_scheduler_setting_at_top_level_is_sent_under_scheduler(tmp_path, key,
                                f"`scheduler:`, e.g. `scheduler: {{{key}: {value}}}`")
 
 
-def test_a_study_setting_under_scheduler_is_sent_to_top_level(tmp_path):
+def test_a_study_setting_under_scheduler_is_sent_to_top_level(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a user in their project's directory
     path = write(tmp_path, "trainable: mytrain:train\nspace: space.yaml\nmetric: acc\n"
                            "scheduler: {max_t: 10, num_samples: 5}\n")
     with pytest.raises(ConfigError) as info:
@@ -272,7 +293,8 @@ def _trainable_in(tmp_path, module, code):
     return write(tmp_path, f"trainable: {module}:train\nspace: space.yaml\nmetric: acc\n")
 
 
-def test_a_trainable_importing_a_missing_package_names_the_package(tmp_path):
+def test_a_trainable_importing_a_missing_package_names_the_package(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a user in their project's directory
     path = _trainable_in(tmp_path, "needs_pkg", "import os\nimport notinstalled_pkg.sub\n")
     with pytest.raises(ConfigError, match=r"^exp.yaml: trainable: module 'needs_pkg' imports "
                                           r"'notinstalled_pkg', which is not installed "
@@ -288,8 +310,9 @@ def test_a_trainable_importing_a_missing_package_names_the_package(tmp_path):
     ("raises_in_a_library", "import json\n\njson.loads('{')\n",  # the line is the module's
      r"JSONDecodeError: Expecting property name .* \(.*raises_in_a_library.py:3\)"),
 ], ids=["runtime error", "syntax error", "runtime error in a library"])
-def test_a_trainable_whose_code_raises_on_import_says_so_and_where(tmp_path, module, code,
+def test_a_trainable_whose_code_raises_on_import_says_so_and_where(tmp_path, monkeypatch, module, code,
                                                                    error):
+    monkeypatch.chdir(tmp_path)  # a user in their project's directory
     path = _trainable_in(tmp_path, module, code)
     with pytest.raises(ConfigError, match=f"^exp.yaml: trainable: importing module '{module}' "
                                           f"raised {error}; fix the error there$"):

@@ -47,7 +47,8 @@ def test_unknown_instance_type_or_region_suggests_a_fix():
     (lambda h, r: (h, f"{r}\n{r}"), "line 3: m5.large in us-east-1 is priced on line 2 already; "
                                     "keep one row per instance type and region"),
 ])
-def test_bad_price_files_name_file_line_and_column(tmp_path, edit, message):
+def test_bad_price_files_name_file_line_and_column(tmp_path, monkeypatch, edit, message):
+    monkeypatch.chdir(tmp_path)  # a user in their project's directory
     header = ",".join(COLUMNS)
     row = "m5.large,us-east-1,2,0,8,0.096,0.04,page,advisor,2024-06-01"
     header, row = edit(header, row)

@@ -202,21 +202,24 @@ def test_bad_spaces_say_where_and_how_to_fix(spec, message):
     assert "\n" not in str(info.value)
 
 
-def test_errors_in_a_file_name_the_file(tmp_path):
+def test_errors_in_a_file_name_the_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a user in their project's directory
     path = tmp_path / "mlp.yaml"
     path.write_text("lr: {type: float, low: 0, high: 1, log: true}\n")
     with pytest.raises(ConfigError, match=r"^mlp.yaml: lr: log=true needs low > 0, got low=0$"):
         load_space(path)
 
 
-def test_broken_yaml_names_the_line(tmp_path):
+def test_broken_yaml_names_the_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a user in their project's directory
     path = tmp_path / "broken.yaml"
     path.write_text("lr: {type: float\nx: [\n")
     with pytest.raises(ConfigError, match=r"^broken.yaml: line \d+: not valid YAML"):
         load_space(path)
 
 
-def test_a_parameter_given_twice_is_refused_with_its_lines(tmp_path):
+def test_a_parameter_given_twice_is_refused_with_its_lines(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a user in their project's directory
     path = tmp_path / "mlp.yaml"
     path.write_text("lr: {type: float, low: 0.1, high: 1}\nwidth: {type: int, low: 8, high: 64}\n"
                     "lr: {type: float, low: 0.01, high: 1, log: true}\n")
@@ -225,7 +228,8 @@ def test_a_parameter_given_twice_is_refused_with_its_lines(tmp_path):
         load_space(path)
 
 
-def test_a_key_given_twice_inside_a_parameter_is_refused(tmp_path):
+def test_a_key_given_twice_inside_a_parameter_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a user in their project's directory
     path = tmp_path / "mlp.yaml"
     path.write_text("lr:\n  type: float\n  low: 0.1\n  high: 1\n  low: 0.2\n")
     with pytest.raises(ConfigError, match=r"^mlp.yaml: line 5: key 'low' is given twice"):

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
 
-from tuner._files import read_text
+from tuner._files import read_text, shown
 from tuner.errors import ConfigError, did_you_mean
 
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$")  # us-east-1, us-gov-west-1
@@ -72,7 +72,7 @@ class PriceCatalog:
     def load(cls, path: str | None = None) -> PriceCatalog:
         """Read a catalog CSV; a missing column or a bad price names the file, line and fix."""
         path = path or DEFAULT_CATALOG
-        source = os.path.basename(path)
+        source = shown(path)
         reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -107,11 +107,11 @@ class PriceCatalog:
         if region not in self.regions:
             # a well-formed region name is one AWS has (eu-west-1), not a misspelt listed one
             hint = "" if _REGION.match(region) else did_you_mean(region, self.regions)
-            raise ConfigError(os.path.basename(self.path), "region", f"no prices for region "
+            raise ConfigError(shown(self.path), "region", f"no prices for region "
                               f"{region!r}{hint}; this file has "
                               f"{', '.join(self.regions)}: for another, copy it, add that "
                               f"region's rows and pass it as `prices:` (--prices FILE)")
-        raise ConfigError(os.path.basename(self.path), "instance_type", f"no price for "
+        raise ConfigError(shown(self.path), "instance_type", f"no price for "
                           f"{instance_type!r} in {region}{did_you_mean(instance_type, self.instance_types)}"
                           f"; add a row to the price file or pick a listed type")
 

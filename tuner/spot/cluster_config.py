@@ -9,11 +9,10 @@ and that each node type's labels agree with what it launches.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
-from tuner._files import read_yaml
+from tuner._files import read_yaml, shown
 from tuner.cost.nodes import INSTANCE_TYPE, MARKET
 from tuner.errors import ConfigError, did_you_mean
 
@@ -29,7 +28,7 @@ def check_cluster_config(path: str) -> dict[str, Any]:
 
     prepare_config, validate_config = cluster_config_validator()
     logging.getLogger("ray.autoscaler").setLevel(logging.WARNING)
-    source = os.path.basename(path)
+    source = shown(path)
     raw = read_yaml(path)
     if not isinstance(raw, Mapping) or "available_node_types" not in raw:
         raise ConfigError(source, "", "not a Ray cluster config (no available_node_types)")
