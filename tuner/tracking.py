@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import logging
 import os
 import queue
 import sys
@@ -171,6 +172,8 @@ def _client(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
     if uri not in _CLIENTS:
+        # "Creating initial MLflow database tables..." on a new store: not news to a user
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         with _schema_lock(uri):  # MLflow opens the store, creating its tables, here
             _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
     return _CLIENTS[uri]

@@ -250,3 +250,13 @@ def test_studies_starting_together_on_a_new_sqlite_store_all_open_it(tmp_path):
     assert [p.returncode for p in procs] == [0, 0, 0, 0], [err[-500:] for _, err in outs]
     ids = [out.strip() for out, _ in outs]
     assert ids[2] == ids[3] and len(set(ids)) == 3
+
+
+def test_a_new_sqlite_store_is_created_without_mlflows_info_lines(tmp_path, capfd):
+    """A first `make demo` printed MLflow's "Creating initial MLflow database tables..."."""
+    tracker = Tracker(f"sqlite:///{tmp_path}/new.db", "exp")
+    tracker.start_study("s", {}, {})
+    tracker.flush()
+    out, err = capfd.readouterr()
+    assert "database tables" not in out + err
+    assert MlflowClient(f"sqlite:///{tmp_path}/new.db").get_experiment_by_name("exp")
