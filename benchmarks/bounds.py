@@ -189,7 +189,7 @@ def table(data: dict[str, Any]) -> list[str]:
                      f"{_mean_inside(rows, pool)} | "
                      f"{np.mean([r['at_bounds'] for r in rows]):.2f} | "
                      f"{np.mean([r['top10_at_bounds'] for r in rows]):.2f} | "
-                     f"{sum(r['at_bounds'] >= 4 for r in rows)} |")
+                     f"{sum(r['at_bounds'] >= 4 for r in rows)} of {len(rows)} |")
     return lines
 
 
@@ -200,9 +200,9 @@ def _mean_inside(rows: list[dict], pool: dict[str, float]) -> str:
 
 
 def paired_inside(data: dict[str, Any], ours: str, peer: str) -> dict[str, Any] | None:
-    """Ours minus ``peer`` per task (same seeds), in points of regret, by the best value
-    anywhere and by the best with at most INSIDE parameters at an end: mean, bootstrap 95%
-    CI over tasks."""
+    """Ours minus ``peer`` in points of regret, by the best value anywhere and by the best
+    with at most INSIDE parameters at an end: the mean over tasks of each task's mean over
+    the seeds both ran, with a bootstrap 95% CI over tasks."""
     from benchmarks.protocol import boot_ci
 
     rows = data["studies"]
@@ -212,9 +212,11 @@ def paired_inside(data: dict[str, Any], ours: str, peer: str) -> dict[str, Any] 
                   if mine[k]["best_inside"] is not None and theirs[k]["best_inside"] is not None)
     if not keys:
         return None
-    out: dict[str, Any] = {"pairs": len(keys)}
+    tasks = sorted({t for t, _ in keys})
+    out: dict[str, Any] = {"pairs": len(keys), "tasks": len(tasks)}
     for field in ("best", "best_inside"):  # regret difference = their best minus ours
-        d = np.array([theirs[k][field] - mine[k][field] for k in keys])
+        d = np.array([np.mean([theirs[k][field] - mine[k][field] for k in keys if k[0] == t])
+                      for t in tasks])
         out[field] = (float(d.mean()), *boot_ci(d))
     return out
 

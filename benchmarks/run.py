@@ -586,14 +586,21 @@ def _bounds_section(odd: dict, ours: str, lead: str = "Syne Tune MOBSTER") -> li
     pool = data.get("pool_at_bounds", {})
     few = sum(n for k, n in pool.items() if int(k) >= 4)
     seeds = sorted({r["seed"] for r in data["studies"]})
+    by_method: dict[str, set[int]] = {}
+    for r in data["studies"]:
+        by_method.setdefault(r["method"], set()).add(r["seed"])
+    common = sorted(set.intersection(*by_method.values()))
+    more = {m: sorted(s) for m, s in by_method.items() if len(s) > len(common)}
+    which = (f"seed{'s' if len(common) > 1 else ''} {', '.join(map(str, common))} of each "
+             "held-out task" + (f"; seeds {', '.join(map(str, seeds))} for "
+                                f"{', '.join(sorted(more))}" if more else ""))
     worst = [tasks[i] for i in np.argsort(-gap)[:4]]
     ends = {r["task"]: r["at_bounds"] for r in data["studies"]
             if r["method"] == lead and r["seed"] == seeds[0]}
     top = ", ".join(f"{t} {over[t]:+.1f}" for t in sorted(tasks, key=lambda t: -over[t])[:5])
     return ["### Held-out: where the best configurations lie", "",
             f"`python -m benchmarks.bounds` re-runs the protocol's studies (K = {data['workers']}, "
-            f"{data['budget_fte']:g} FTE, seed{'s' if len(seeds) > 1 else ''} "
-            f"{', '.join(map(str, seeds))} of each held-out task) keeping each trial's "
+            f"{data['budget_fte']:g} FTE, {which}) keeping each trial's "
             "configuration, and counts the parameters of each study's best configuration that "
             f"sit at an end of their range (within {data['edge']:.0%} of it, in the parameter's "
             "own scale: the product's `SearchSpace.at_edge`). The surrogate is a network "
@@ -630,7 +637,8 @@ def _inside_sentence(data: dict, ours: str, lead: str) -> str:
     if pr is None:
         return ""
     cell = "{:+.2f} [{:+.2f}, {:+.2f}]".format
-    return (f" On these studies ({pr['pairs']} pairs), ours minus {lead} in regret is "
+    return (f" On these studies ({pr['pairs']} pairs on {pr['tasks']} tasks, each task's "
+            f"seeds averaged), ours minus {lead} in regret is "
             f"{cell(*pr['best'])} points by each study's best, and {cell(*pr['best_inside'])} "
             f"by its best configuration with at most {bounds.INSIDE} parameters at an end "
             "(bootstrap 95% CIs over tasks). That second figure is a diagnostic, not a score: "

@@ -293,3 +293,21 @@ def test_where_a_studys_best_lies_is_read_from_the_study_the_protocol_runs():
     corner = {n: p["high"] for n, p in sim.SPACE.items()}
     assert bounds.at_bounds(corner) == len(sim.SPACE)
     assert bounds.at_bounds({n: (p["low"] + p["high"]) / 2 for n, p in sim.SPACE.items()}) == 0
+
+
+def test_ours_minus_a_peer_where_best_configurations_lie_weighs_each_task_once():
+    """A task run on more seeds does not count more: seeds are averaged within a task,
+    and the CI is over tasks."""
+    from benchmarks import bounds
+
+    def row(method, task, seed, best):
+        return {"method": method, "task": task, "seed": seed, "best": best,
+                "best_inside": best - 1}
+
+    data = {"studies": [row("ours", "a", 0, 70), row("peer", "a", 0, 72),
+                        row("ours", "a", 1, 70), row("peer", "a", 1, 76),
+                        row("ours", "a", 2, 70),  # the peer has no seed 2 on task a
+                        row("ours", "b", 0, 80), row("peer", "b", 0, 79)]}
+    out = bounds.paired_inside(data, "ours", "peer")
+    assert (out["pairs"], out["tasks"]) == (3, 2)
+    assert out["best"][0] == out["best_inside"][0] == ((4 + -1) / 2)  # task a: (2 + 6) / 2
