@@ -67,10 +67,11 @@ def money(usd: float) -> str:
 
 
 def pareto(trials: pd.DataFrame, metric: str, mode: str) -> list[str]:
-    """Trial ids no other trial beats on both cost (lower) and metric."""
+    """Trial ids no other trial beats on both cost (lower) and metric; failed trials aside,
+    as they are never the best (``StudyRecord.best``)."""
     sign = 1 if mode == "max" else -1
     rows = [(r.trial_id, r.cost_usd, sign * r[metric]) for _, r in trials.iterrows()
-            if finite(r.get("cost_usd")) and finite(r[metric])]
+            if finite(r.get("cost_usd")) and finite(r[metric]) and r.get("status") != "failed"]
     front = []
     for tid, cost, value in rows:
         dominated = any(c <= cost and v >= value and (c < cost or v > value)

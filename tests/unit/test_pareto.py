@@ -69,6 +69,13 @@ def test_a_trial_without_a_finite_cost_is_neither_on_the_front_nor_hides_others(
     assert pareto(trials, "acc", "max") == ["a", "b"]
 
 
+def test_a_failed_trial_is_neither_on_the_front_nor_hides_others():
+    """Its configuration made the trainable raise: not one to pick, however cheap or good."""
+    trials = table(("failed", 0.5, 0.9), ("a", 1.0, 0.5), ("b", 2.0, 0.7))
+    trials["status"] = ["failed", "completed", "pruned"]
+    assert pareto(trials, "acc", "max") == ["a", "b"]
+
+
 def test_a_single_trial_is_the_front():
     assert pareto(table(("only", 0.25, 0.5)), "acc", "max") == ["only"]
     assert pareto(table(("only", 0.25, 0.5)), "acc", "min") == ["only"]
