@@ -25,6 +25,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -171,10 +172,15 @@ def _load(path: str) -> dict[str, Any]:
             "studies": []}
 
 
-def table(data: dict[str, Any]) -> list[str]:
-    """Markdown of bounds.json's ``data``: per method, how far its best configurations are
-    above the pool's best, and how many of their parameters sit at an end of their range."""
+def table(data: dict[str, Any], seeds: Collection[int] | None = None,
+          methods: Collection[str] | None = None) -> list[str]:
+    """Markdown of bounds.json's ``data`` (its studies of ``seeds`` and ``methods``, default
+    all): per method, how far its best configurations are above the pool's best, and how
+    many of their parameters sit at an end of their range."""
     pool = {t: c["pool_best"] for t, c in data["corners"].items()}
+    data = {**data, "studies": [r for r in data["studies"]
+                                if (seeds is None or r["seed"] in seeds)
+                                and (methods is None or r["method"] in methods)]}
     lines = ["| method | studies | best minus the pool's best (points) | the same, best of the "
              f"configurations with at most {INSIDE} parameters at an end | parameters at an end: "
              "best configuration | the same, mean of the 10 best trials | studies whose best "

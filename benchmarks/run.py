@@ -594,6 +594,9 @@ def _bounds_section(odd: dict, ours: str, lead: str = "Syne Tune MOBSTER") -> li
     which = (f"seed{'s' if len(common) > 1 else ''} {', '.join(map(str, common))} of each "
              "held-out task" + (f"; seeds {', '.join(map(str, seeds))} for "
                                 f"{', '.join(sorted(more))}" if more else ""))
+    on_more = ([f"The same on seeds {', '.join(map(str, seeds))} of each held-out task, for the "
+                "methods run on them:", "", *bounds.table(data, methods=more), ""]
+               if more else [])
     worst = [tasks[i] for i in np.argsort(-gap)[:4]]
     ends = {r["task"]: r["at_bounds"] for r in data["studies"]
             if r["method"] == lead and r["seed"] == seeds[0]}
@@ -607,8 +610,9 @@ def _bounds_section(odd: dict, ours: str, lead: str = "Syne Tune MOBSTER") -> li
             "fitted to LCBench's randomly sampled configurations; of "
             f"{sum(pool.values())} random configurations drawn here the same way (the "
             f"reference pool), {few} ha{'s' if few == 1 else 've'} 4 or more parameters at an "
-            "end, so what the surrogate says where several are is extrapolation.", "",
-            *bounds.table(data), "",
+            "end, so what the surrogate says where several are is extrapolation. Every "
+            f"method on seed{'s' if len(common) > 1 else ''} {', '.join(map(str, common))}:",
+            "", *bounds.table(data, seeds=common), "", *on_more,
             f"At the 128 corners of the space (every parameter at its low or high end) the "
             f"surrogate's best epoch-52 accuracy beats the 2000-configuration pool's best on "
             f"{int((surplus > 0).sum())} of {len(tasks)} held-out tasks, by more than 5 points on "
@@ -637,13 +641,20 @@ def _inside_sentence(data: dict, ours: str, lead: str) -> str:
     if pr is None:
         return ""
     cell = "{:+.2f} [{:+.2f}, {:+.2f}]".format
+    ahead = []  # the peers ahead of ours by the best inside, the whole CI below 0
+    for peer in sorted({r["method"] for r in data["studies"]} - {ours, lead}):
+        other = bounds.paired_inside(data, ours, peer)
+        if other is not None and other["best_inside"][1] > 0:
+            ahead.append(f"{peer} {cell(*other['best_inside'])} ({other['pairs']} pairs)")
     return (f" On these studies ({pr['pairs']} pairs on {pr['tasks']} tasks, each task's "
             f"seeds averaged), ours minus {lead} in regret is "
             f"{cell(*pr['best'])} points by each study's best, and {cell(*pr['best_inside'])} "
             f"by its best configuration with at most {bounds.INSIDE} parameters at an end "
             "(bootstrap 95% CIs over tasks). That second figure is a diagnostic, not a score: "
-            f"{lead} did not aim to stay inside, and by the same measure other peers are "
-            "ahead of ours (the table's fourth column).")
+            f"{lead} did not aim to stay inside"
+            + (f", and by the same measure {'; '.join(ahead)} "
+               f"{'is' if len(ahead) == 1 else 'are'} ahead of ours (ours minus the peer)."
+               if ahead else "."))
 
 
 def _defaults() -> str:
