@@ -641,7 +641,7 @@ def _inside_sentence(data: dict, ours: str, lead: str) -> str:
     if pr is None:
         return ""
     cell = "{:+.2f} [{:+.2f}, {:+.2f}]".format
-    ahead = []  # the peers ahead of ours by the best inside, the whole CI below 0
+    ahead = []  # the peers ahead of ours by the best inside: ours minus them, CI above 0
     for peer in sorted({r["method"] for r in data["studies"]} - {ours, lead}):
         other = bounds.paired_inside(data, ours, peer)
         if other is not None and other["best_inside"][1] > 0:
