@@ -157,8 +157,11 @@ class StudySettings:
                       f"{self.storage_path!r}")
         if self.name is not None and (not isinstance(self.name, str) or not _NAME.match(self.name)):
             raise bad("name", f"must be letters, digits, '.', '_' or '-', got {self.name!r}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise bad("seed", f"must be an integer or null, got {self.seed!r}")
+        seed = self.seed  # Optuna's TPE seeds numpy with it: 0 .. 2**32 - 1
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                                 or not 0 <= seed < 2**32):
+            raise bad("seed", f"must be an integer from 0 to 4294967295 (2**32 - 1), or null "
+                      f"for a random one, got {seed!r}")
         b = self.budget_usd
         if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float))
                               or not 0 < b < math.inf):

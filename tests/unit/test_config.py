@@ -130,6 +130,19 @@ def test_api_settings_are_checked_the_same_way():
         StudySettings(metric="acc", max_failures=-2)
 
 
+@pytest.mark.parametrize("seed", [-5, 2**32, 1.5, True])
+def test_a_seed_optuna_cannot_take_is_refused_before_anything_is_recorded(tmp_path, seed):
+    """`seed: -5` passed validation, then the study's TPE sampler raised numpy's "Seed must
+    be between 0 and 2**32 - 1" with a traceback, leaving a study no resume could run."""
+    path = write(tmp_path, f"trainable: mytrain:train\nspace: space.yaml\nmetric: acc\n"
+                           f"seed: {seed}\n")
+    with pytest.raises(ConfigError, match=r"seed: must be an integer from 0 to 4294967295 "
+                                          r"\(2\*\*32 - 1\), or null for a random one, got "):
+        load_experiment(path)
+    for good in (0, 2**32 - 1, None):
+        assert StudySettings(metric="acc", seed=good).seed == good
+
+
 def test_the_mlflow_schemes_mlflow_opens_are_accepted(monkeypatch):
     for uri in ("sqlite:///mlflow.db", "sqlite:////tmp/m.db", "http://h:5000",
                 "https://u:pw@h", "databricks", "databricks://profile",
