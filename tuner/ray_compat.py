@@ -23,10 +23,12 @@ runs it against the installed Ray, so an upgrade breaks the build, not a user's 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import logging
 import os
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from functools import cache
 from typing import Any
 
@@ -218,8 +220,29 @@ def use_token_if_available() -> None:
     """Before joining a cluster by address: use the token this machine has, as Ray does
     for a cluster it finds by itself (for an explicit address it does not)."""
     if "RAY_AUTH_MODE" not in os.environ and has_token():
-        _attr("ray._private.authentication.authentication_token_setup", "_enable_token_auth",
+        _attr(_TOKEN_SETUP, "_enable_token_auth",
               "Ray's token-auth switch")()
+
+
+_TOKEN_SETUP = "ray._private.authentication.authentication_token_setup"
+
+
+class _TokenEnabledNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Token authentication is enabled for this Ray")
+
+
+@contextlib.contextmanager
+def token_notice_quiet() -> Iterator[None]:
+    """While tuner starts a local cluster: without Ray's WARNING that token authentication
+    is on (Ray's default, which tuner keeps; cluster/README.md says so), alarming on a first
+    run. Ray's warning that it is *off* still shows."""
+    logger, notice = logging.getLogger(_TOKEN_SETUP), _TokenEnabledNotice()
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
 
 
 def missing_token(address: str, maybe: bool = False) -> StudyError:

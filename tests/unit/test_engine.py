@@ -206,6 +206,32 @@ def test_a_failed_trial_is_logged_with_the_users_frames_and_not_rays():
         "directory)")
 
 
+def test_a_failure_logged_already_is_one_line_for_a_retry_and_for_another_trial():
+    """A trainable that always raises, retried max_failures times in every trial: 24 blocks
+    of the same 5 lines for 6 trials. The first stays whole; the same again is one line."""
+    from tuner.engine.run import _TrialErrorsInShort
+
+    name, prefix = ray_compat.trial_error_log()
+    study = _TrialErrorsInShort(prefix)
+
+    def logged(trial, exception):
+        record = logging.LogRecord(name, logging.ERROR, __file__, 1, f"{prefix} for trial "
+                                   f"train_{trial}", (), (type(exception), exception, None))
+        assert study.filter(record)
+        return record.getMessage()
+
+    first = logged("5fcd5132", _failed_task("/home/me/train.py"))
+    assert first.startswith("trial 5fcd5132 failed:\n  File \"/home/me/train.py\", line 5")
+    assert logged("5fcd5132", _failed_task("/home/me/train.py")) == (
+        "trial 5fcd5132 failed: ValueError: bad shape (3, 4) (the same as its failure above; "
+        "trial_5fcd5132/error.txt)")
+    assert logged("0a1b2c3d", _failed_task("/home/me/train.py")) == (
+        "trial 0a1b2c3d failed: ValueError: bad shape (3, 4) (the same as trial 5fcd5132's "
+        "failure above; trial_0a1b2c3d/error.txt)")
+    elsewhere = logged("0a1b2c3d", _failed_task("/home/me/other.py"))  # other frames: whole
+    assert elsewhere.startswith("trial 0a1b2c3d failed:\n  File \"/home/me/other.py\"")
+
+
 def test_a_failure_with_no_user_frame_or_that_cannot_be_read_keeps_tunes_whole_log(
         monkeypatch):
     """Nothing of the trainable's in it (Ray failed on its own), an exception that is not a

@@ -198,3 +198,28 @@ def test_a_jobs_driver_knows_it_runs_in_a_copy_of_its_working_dir(monkeypatch, v
     else:
         monkeypatch.setenv(RAY_JOB_CONFIG_JSON_ENV_VAR, value)
     assert ray_compat.job_working_dir() == expected
+
+
+def test_rays_notice_that_token_auth_is_on_is_quiet_while_tuner_starts_a_cluster():
+    """Every first `tuner run` printed Ray's WARNING "Token authentication is enabled for
+    this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out", though tuner keeps it on on
+    purpose. Ray's own warning functions, through the logger they write to; the warning that
+    token auth is off still shows, and the notice shows again outside tuner's start."""
+    import logging
+
+    from ray._private.authentication import authentication_token_setup as setup
+
+    seen: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage().split(".")[0])
+    logger = logging.getLogger(setup.__name__)
+    logger.addHandler(handler)
+    try:
+        with ray_compat.token_notice_quiet():
+            setup._warn_token_auth_enabled()
+            setup._warn_token_auth_disabled()
+        setup._warn_token_auth_enabled()
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["Token authentication is disabled for this Ray cluster",
+                    "Token authentication is enabled for this Ray cluster"]

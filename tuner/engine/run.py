@@ -63,7 +63,7 @@ def connect(address: str | None, labels: Mapping[str, str] | None = None) -> Non
         "include_dashboard": False if address in (None, "local") else None,
         "configure_logging": True}
     try:
-        with _ctrl_c_held():
+        with _ctrl_c_held(), ray_compat.token_notice_quiet():
             try:
                 ray.init(**options, labels=dict(labels) if labels else None)
             except ValueError as exc:  # joined an existing cluster: its nodes have their own labels
@@ -126,11 +126,14 @@ class _TrialErrorsInShort(logging.Filter):
     a preempted node is dropped: Tune retries the trial from its checkpoint without counting
     a failure, and the study says so in one line ("trial ... preempted"). Any other failure
     keeps the frames of the trainable (and of what it called) and the error, without Ray's
-    and tuner's 20-odd frames; Ray keeps the whole traceback in the trial's error.txt."""
+    and tuner's 20-odd frames; Ray keeps the whole traceback in the trial's error.txt. A
+    failure with the same frames and error as one logged already (retries of a trainable
+    that always raises) is one line."""
 
     def __init__(self, prefix: str) -> None:
         super().__init__()
         self._prefix = prefix
+        self._seen: dict[str, str] = {}  # a short traceback -> the first trial that had it
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = str(record.msg)
@@ -145,8 +148,15 @@ class _TrialErrorsInShort(logging.Filter):
             short = None
         if short:
             trial = message[len(self._prefix):].split()[-1].rsplit("_", 1)[-1]
-            record.msg = (f"trial {trial} failed:\n{short}\n  (the whole traceback, Ray's "
-                          f"frames too: trial_{trial}/error.txt in the study's directory)")
+            first = self._seen.get(short)
+            if first is None:
+                self._seen[short] = trial
+                record.msg = (f"trial {trial} failed:\n{short}\n  (the whole traceback, Ray's "
+                              f"frames too: trial_{trial}/error.txt in the study's directory)")
+            else:
+                whose = "its" if first == trial else f"trial {first}'s"
+                record.msg = (f"trial {trial} failed: {short.splitlines()[-1]} (the same as "
+                              f"{whose} failure above; trial_{trial}/error.txt)")
             record.args, record.exc_info, record.exc_text = (), None, None
         return True
 
