@@ -590,7 +590,7 @@ def _bounds_section(odd: dict, ours: str, lead: str = "Syne Tune MOBSTER") -> li
     for r in data["studies"]:
         by_method.setdefault(r["method"], set()).add(r["seed"])
     common = sorted(set.intersection(*by_method.values()))
-    more = {m: sorted(s) for m, s in by_method.items() if len(s) > len(common)}
+    more = {m for m, s in by_method.items() if len(s) > len(common)}  # run on more seeds
     which = (f"seed{'s' if len(common) > 1 else ''} {', '.join(map(str, common))} of each "
              "held-out task" + (f"; seeds {', '.join(map(str, seeds))} for "
                                 f"{', '.join(sorted(more))}" if more else ""))
