@@ -24,7 +24,7 @@ from tuner.lock import LOCK_FILE, StudyLock
 from tuner.record import OPTUNA_JOURNAL, RECORD_FILE, StudyRecord, StudyState
 from tuner.result import TuneResult
 from tuner.search_space import SearchSpace, load_space, parse_space
-from tuner.tracking import DEFAULT_URI, Tracker, flush_all
+from tuner.tracking import DEFAULT_URI, Tracker, flush_all, probe
 
 
 def tune(trainable: Callable[..., Any],
@@ -86,7 +86,7 @@ def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettin
     if settings.name:  # refused before Ray starts; again under the lock, in case of a race
         _refuse_existing(os.path.join(results, settings.name), settings.name)
     try:
-        engine.preflight(settings)
+        engine.preflight(settings, source)
     except KeyboardInterrupt:
         raise KeyboardInterrupt("before the study started; nothing was recorded") from None
     name, path = _study_dir(results, settings.name, _stem(space.source))
@@ -138,7 +138,8 @@ def _refuse_existing(path: str, name: str) -> None:
 
 def _check_writable(settings: StudySettings, source: str, remote: bool, base: str) -> None:
     """Refuse a local storage_path or sqlite mlflow_uri the study could not write, before
-    it makes anything there (relative ones resolve against ``base``)."""
+    it makes anything there (relative ones resolve against ``base``), and a tracking server
+    that does not answer."""
     why = None if remote else _unwritable_dir(os.path.join(base, settings.storage_path))
     if why:
         raise ConfigError(source, "storage_path", f"{settings.storage_path!r} cannot hold the "
@@ -153,6 +154,10 @@ def _check_writable(settings: StudySettings, source: str, remote: bool, base: st
             raise ConfigError(source, "mlflow_uri", f"{uri!r} cannot be written ({why}); pass "
                               f"a sqlite:/// path in a directory you can write to, e.g. "
                               f"sqlite:///mlflow.db")
+    try:
+        probe(uri)  # a server that does not answer: refused before Ray starts
+    except StudyError as exc:
+        raise ConfigError(source, "mlflow_uri", str(exc)) from None
 
 
 def _unwritable_dir(path: str) -> str | None:

@@ -319,7 +319,13 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
         if key not in _SCHEDULER_KEYS:
             raise unknown_key(source, str(key), _SCHEDULER_KEYS, where="scheduler")
     settings.update(scheduler)
-    return Experiment(trainable, space, settings_from(settings, source), source, base_dir)
+    try:
+        built = settings_from(settings, source)
+    except ConfigError as exc:  # named as the file has it
+        if exc.source != source or exc.key not in scheduler:
+            raise
+        raise ConfigError(source, f"scheduler.{exc.key}", exc.message) from None
+    return Experiment(trainable, space, built, source, base_dir)
 
 
 _BUILDING = "StudySettings"  # the source named until settings_from says which

@@ -245,7 +245,8 @@ def _parse_param(source: str, name: str, spec: Mapping[str, Any]) -> Param:
     step_raw = spec.get("step")
     step = None if step_raw is None else _number(source, name, "step", step_raw, is_int)
     if low > high:
-        raise ConfigError(source, name, f"needs low <= high, got low={low}, high={high}")
+        raise ConfigError(source, name, f"needs low <= high, got low={low}, high={high}; "
+                          f"swap them (low: {high}, high: {low})")
     if log and low <= 0:
         raise ConfigError(source, name, f"log=true needs low > 0, got low={low}")
     if step is not None:

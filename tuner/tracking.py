@@ -70,7 +70,7 @@ def masked(uri: str, text: str | None = None) -> str:
     return text.replace(parts.netloc.rpartition("@")[0] + "@", f"{parts.username}:***@")
 
 
-def _probe(uri: str, timeout_s: float = 5.0) -> None:
+def probe(uri: str, timeout_s: float = 5.0) -> None:
     """Fail in seconds, not after MLflow's minutes of retries, when a server is unreachable.
 
     Credentials in the URI (``http://user:pw@host``) go as basic auth: urllib takes none in
@@ -102,7 +102,7 @@ def study_urls(uri: str, parent_run_id: str) -> dict[str, str]:
     read from the store; empty when it cannot be read (a stopped server, a moved file): what
     prints them goes on without."""
     try:
-        _probe(uri, timeout_s=2.0)
+        probe(uri, timeout_s=2.0)
         client = _client(uri)
         experiment_id = client.get_run(parent_run_id).info.experiment_id
         urls = {"runs": runs_url(uri, experiment_id)}
@@ -194,7 +194,7 @@ class Tracker:
     def __init__(self, uri: str | None, experiment: str, batch_s: float = 0.5,
                  flush_timeout_s: float = 120.0) -> None:
         self.uri = uri or default_uri()
-        _probe(self.uri)
+        probe(self.uri)
         self._runs: dict[str, str] = {}  # trial id -> its run id
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._writer: threading.Thread | None = None

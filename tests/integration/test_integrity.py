@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 import tuner
 from tests.helpers import counting_trainable, user_env
-from tuner.errors import StudyError
+from tuner.errors import ConfigError, StudyError
 
 SPACE = {"rate": {"type": "float", "low": 0.05, "high": 1.0, "log": True}}
 
@@ -132,8 +132,9 @@ def test_resources_no_node_has_stop_the_study_at_once_with_what_the_nodes_have(
         ray_cluster, study_dir):
     """Refused before anything is recorded: the corrected study runs under the same name."""
     started = time.monotonic()
-    with pytest.raises(StudyError, match=r"fits no node .*GPU too large: its nodes have 1 x "
-                                         r"\{CPU 2\}"):
+    with pytest.raises(ConfigError, match=r"^tune\(\): resources_per_trial: \{'cpu': 1, 'gpu': 1\} "
+                                          r"fits no node .*GPU too large: its nodes have 1 x "
+                                          r"\{CPU 2\}"):
         tuner.tune(curve, SPACE, metric="acc", num_samples=2, max_t=2, name="gpu",
                    resources_per_trial={"cpu": 1, "gpu": 1}, verbose=False)
     assert time.monotonic() - started < 60

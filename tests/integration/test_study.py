@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import tuner
-from tuner.errors import StudyError
+from tuner.errors import ConfigError, StudyError
 
 SPACE = {
     "rate": {"type": "float", "low": 0.01, "high": 1.0, "log": True},
@@ -138,7 +138,8 @@ def test_a_metric_in_the_reserved_namespace_is_refused(ray_cluster, study_dir):
 
 
 def test_an_unreachable_mlflow_fails_before_any_trial(ray_cluster, study_dir):
-    with pytest.raises(StudyError, match="MLflow tracking store 'http://127.0.0.1:9/' is not usable"):
+    with pytest.raises(ConfigError, match=r"^tune\(\): mlflow_uri: MLflow tracking store "
+                                          r"'http://127.0.0.1:9/' is not usable"):
         tuner.tune(curve, SPACE, metric="acc", num_samples=2, name="nomlflow",
                    mlflow_uri="http://127.0.0.1:9/", verbose=False)
     assert not (study_dir / "tuner_results" / "nomlflow").exists()

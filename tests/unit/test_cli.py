@@ -299,6 +299,26 @@ def test_a_storage_path_the_file_system_refuses_even_to_root_is_refused(tmp_path
     assert err.rstrip().endswith("pass a directory you can write to")
 
 
+def test_a_tracking_server_that_does_not_answer_is_refused_before_ray_starts(tmp_path, capsys,
+                                                                             monkeypatch):
+    """mlflow_uri names a closed port on 127.0.0.1 (a server not started); spies on the
+    engine's preflight (what joins or starts Ray): it must not be called."""
+    from tuner import engine
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(engine, "preflight", lambda *a: pytest.fail("Ray was started"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    code, _, err = main(capsys, "run", _study_files(tmp_path, f"mlflow_uri: {closed}"))
+    assert one_line_error(code, err).startswith(
+        f"error: exp.yaml: mlflow_uri: MLflow tracking store '{closed}' is not usable "
+        f"(unreachable: ")
+    assert err.rstrip().endswith("start the server or pass another mlflow_uri (e.g. "
+                                 "sqlite:///mlflow.db)")
+    assert sorted(os.listdir(tmp_path)) == ["exp.yaml", "mytrain.py"], os.listdir(tmp_path)
+
+
 def test_validate_counts_a_spaces_parameters_and_names_its_constants_apart(tmp_path, capsys):
     (tmp_path / "space.yaml").write_text("lr: {type: float, low: 0.1, high: 1}\nepochs: 5\n")
     code, out, _ = main(capsys, "validate", str(tmp_path / "space.yaml"))
@@ -313,7 +333,7 @@ def test_a_named_study_that_exists_is_refused_before_ray_starts(tmp_path, capsys
     from tuner.record import StudyRecord
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(engine, "preflight", lambda settings: pytest.fail("Ray was started"))
+    monkeypatch.setattr(engine, "preflight", lambda *a: pytest.fail("Ray was started"))
     existing = tmp_path / "tuner_results" / "once"
     existing.mkdir(parents=True)
     StudyRecord.create(str(existing), name="once", metric="acc", mode="max", num_samples=1,

@@ -53,7 +53,7 @@ BAD = [
      "exp.yaml: trainable: must be 'module:function'"),
     ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\n"
      "scheduler: {max_t: 2, grace_period: 5}\n",
-     "exp.yaml: grace_period: must be <= max_t, got grace_period=5, max_t=2"),
+     "exp.yaml: scheduler.grace_period: must be <= max_t, got grace_period=5, max_t=2"),
     ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nscheduler: {max_tt: 2}\n",
      "exp.yaml: scheduler.max_tt: unknown key (did you mean 'max_t'?)"),
     ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nmode: maximize\n",
@@ -63,7 +63,7 @@ BAD = [
     ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nnum_samples: 0\n",
      "exp.yaml: num_samples: must be an integer >= 1, got 0"),
     ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nscheduler: {reduction_factor: 1}\n",
-     "exp.yaml: reduction_factor: must be a number > 1"),
+     "exp.yaml: scheduler.reduction_factor: must be a number > 1"),
     ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nresources_per_trial: {cpu: -1}\n",
      "exp.yaml: resources_per_trial.cpu: must be a finite number >= 0, got -1"),
     ("- just\n- a list\n", "exp.yaml: an experiment file is a mapping"),

@@ -25,7 +25,7 @@ from tuner.config import StudySettings
 from tuner.engine.callbacks import _BOOKS, _CHECKED, VERBOSE, _StudyCallback, _StudyStopper
 from tuner.engine.search import _Asha, _Search, optuna_storage, tpe_sampler
 from tuner.engine.trial import ITERATION, with_trial_mixin
-from tuner.errors import StudyError, TunerError
+from tuner.errors import ConfigError, StudyError, TunerError
 from tuner.search_space import SearchSpace
 
 
@@ -211,12 +211,18 @@ def _ship_by_value(trainable: Callable[..., Any]) -> None:
         ray.cloudpickle.register_pickle_by_value(module)
 
 
-def preflight(settings: StudySettings) -> None:
+def preflight(settings: StudySettings, source: str | None = None) -> None:
     """Join (or start) the study's cluster and check that its trials fit a node: before
     the study is recorded, so one refused leaves nothing behind to resume or to clash
-    with its corrected run's name. ``run_study`` then finds Ray connected."""
+    with its corrected run's name. ``run_study`` then finds Ray connected. ``source``: the
+    file (or ``tune()``) the settings came from, named by a refusal (a :class:`ConfigError`;
+    without it, as for a recorded study, a :class:`StudyError`)."""
     connect(settings.ray_address, _local_labels(settings))
-    _check_schedulable(settings.resources_per_trial)
+    reason = unschedulable(settings.resources_per_trial, ray_compat.node_shapes())
+    if reason and source is not None:
+        raise ConfigError(source, "resources_per_trial", reason)
+    if reason:
+        raise StudyError(f"resources_per_trial {reason}")
 
 
 def run_study(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettings,
@@ -318,15 +324,10 @@ def unschedulable(resources: Mapping[str, float],
                          if k in ("CPU", "GPU") or k in need) or "nothing"
         kinds[text] = kinds.get(text, 0) + 1
     have = "; ".join(f"{n} x {{{text}}}" for text, n in kinds.items()) or "no nodes"
-    return (f"resources_per_trial {dict(resources)} fits no node the cluster has or may add "
+    return (f"{dict(resources)} fits no node the cluster has or may add "
             f"({', '.join(short) or 'together'} too large: its nodes have {have}); ask for what "
             f"one node has, or add a node type that has it")
 
-
-def _check_schedulable(resources: Mapping[str, float]) -> None:
-    reason = unschedulable(resources, ray_compat.node_shapes())
-    if reason:
-        raise StudyError(reason)
 
 
 def _fit(tuner: Tuner, experiment_dir: str, resources: Mapping[str, float],
