@@ -358,7 +358,11 @@ def _close(path: str, tracker: Tracker) -> None:
     from tuner.tracking import NOTE_TAG  # the run's description: the Pareto set, the chart link
 
     tags[NOTE_TAG] = pareto_note(result, tracker.urls(parent))
-    tracker.end_run(parent, "completed" if finished else "interrupted", tags)
+    why = result.why_no_best() if finished else None
+    if why:  # finished without a best: FAILED, as the CLI's exit 1
+        tags["tuner.no_best"] = why
+    tracker.end_run(parent, "interrupted" if not finished else "failed" if why else "completed",
+                    tags)
     flush_all()
 
 

@@ -369,7 +369,8 @@ class StudyBook:
         return {"tuner.iterations": entry.iterations, "tuner.restarts": entry.restarts,
                 "tuner.preempted": str(entry.preemptions > 0).lower(),
                 "tuner.market": entry.market or "",
-                "tuner.instance_type": entry.instance_type or ""}
+                "tuner.instance_type": entry.instance_type or "",
+                **({"tuner.error": entry.error} if entry.error else {})}
 
     def experiment_ended(self, unfinished: Sequence[str]) -> None:
         """Tune's loop ended with ``unfinished`` trials: stopped for good when the budget

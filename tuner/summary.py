@@ -148,7 +148,8 @@ def no_usable_metric(result: TuneResult) -> str | None:
     silent = ~failed & frame["iterations"].eq(0)
     odd = ~failed & ~silent
     if failed.all() and len(frame):
-        return f"every trial failed ({len(frame)}); see the errors in the table above"
+        return (f"every trial failed ({len(frame)}); each one's error is in the table and on "
+                f"its MLflow run (tag tuner.error)")
     if silent.all():
         return f"no trial reported {metric}"
     if odd.all():

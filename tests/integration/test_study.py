@@ -111,6 +111,26 @@ def test_a_crashed_trial_resumes_from_its_last_checkpoint(ray_cluster, study_dir
     assert client.get_run(row.mlflow_run_id).data.tags["tuner.restarts"] == "1"
 
 
+def always_fails(config):
+    tuner.report({"acc": 0.5})
+    raise RuntimeError("out of memory")
+
+
+def test_a_study_whose_every_trial_failed_ends_its_parent_run_failed(ray_cluster, study_dir):
+    result = tuner.tune(always_fails, {"x": {"type": "float", "low": 0, "high": 1}},
+                        metric="acc", num_samples=2, max_failures=0, name="allfail",
+                        verbose=False)
+    assert result.state == "finished" and result.best_trial_id is None
+    client = MlflowClient(result.mlflow_uri)
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["tuner.no_best"].startswith("every trial failed (2); ")
+    for trial_run in result.trials["mlflow_run_id"]:
+        run = client.get_run(trial_run)
+        assert run.info.status == "FAILED"
+        assert run.data.tags["tuner.error"] == "RuntimeError: out of memory"
+
+
 def wrong_metric(config):
     tuner.report({"accuracy": 0.5})
 

@@ -80,9 +80,11 @@ def test_the_table_counts_trials_that_ended_non_finite_and_ranks_them_last(
 
 @pytest.mark.parametrize("trials,why", [
     ({"t1": ("failed", None, 0, "ValueError: boom"), "t2": ("failed", None, 2, "OSError: x")},
-     "No best trial: every trial failed (2); see the errors in the table above"),
+     "No best trial: every trial failed (2); each one's error is in the table and on its "
+     "MLflow run (tag tuner.error)"),
     ({"t1": ("failed", 0.9, 3, "ValueError: boom"), "t2": ("failed", 0.4, 2, "OSError: x")},
-     "No best trial: every trial failed (2); see the errors in the table above"),
+     "No best trial: every trial failed (2); each one's error is in the table and on its "
+     "MLflow run (tag tuner.error)"),
     ({"t1": ("completed", None, 0, None), "t2": ("stopped", None, 0, None)},
      "No best trial: no trial reported acc"),
     ({"t1": ("completed", math.nan, 3, None), "t2": ("pruned", math.nan, 1, None)},
