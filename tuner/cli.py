@@ -282,7 +282,7 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 def _estimate(args: argparse.Namespace) -> int:
     from tuner.config import load_experiment
-    from tuner.errors import ConfigError
+    from tuner.errors import ConfigError, StudyError
     from tuner.estimate import duration, estimate, measured_seconds_per_iteration
     from tuner.record import StudyRecord
     from tuner.summary import count, money
@@ -291,6 +291,10 @@ def _estimate(args: argparse.Namespace) -> int:
     spi, source = args.seconds_per_iteration, "declared on the command line"
     if spi is None and args.from_study:
         spi = measured_seconds_per_iteration(StudyRecord.load(args.from_study).meter)
+        if spi is None:
+            raise StudyError(f"{args.from_study}: no iteration of that study was measured (no "
+                             f"trial reported); --from a study whose trials reported, or pass "
+                             f"--seconds-per-iteration S")
         source = f"measured in {args.from_study}"
     if spi is None and exp.settings.seconds_per_iteration:
         spi, source = exp.settings.seconds_per_iteration, f"declared in {exp.source}"
@@ -304,13 +308,21 @@ def _estimate(args: argparse.Namespace) -> int:
           f"eta={s.reduction_factor:g}: about {e.iterations:.0f} iterations of {spi:.3g} s "
           f"({source})")
     print(f"on {e.instance_type} in {e.region}, {count(e.concurrency, 'trial')} at a time: "
-          f"{'' if e.wall_seconds < 1 else 'about '}{duration(e.wall_seconds)}")
+          f"{'' if e.wall_seconds < 1 else 'about '}{duration(e.wall_seconds)} of training "
+          f"(plus the cluster's start: seconds locally, minutes on a cloud)")
     print(f"  {'workers':9}  {'trials':>12}  {'cluster bill':>12}")
     for market, usd in e.usd.items():
         bill = (e.cluster_usd or {}).get(market, 0.0)
         print(f"  {market:9}  {money(usd):>12}  {money(bill):>12}")
     print(f"(trials: their node-seconds; cluster bill: {e.workers} x {e.instance_type} workers "
           f"and an on-demand {e.instance_type} head for the whole study; restarts add to both)")
+    if s.budget_usd:
+        figures = e.cluster_usd if s.budget_scope == "cluster" else e.usd
+        what = "cluster bill" if s.budget_scope == "cluster" else "trials' dollars"
+        shares = ", ".join(f"{100 * usd / s.budget_usd:.0f}% of it with {market} workers"
+                           for market, usd in (figures or {}).items())
+        print(f"budget_usd {money(s.budget_usd)} caps the {what}; the estimate is {shares} "
+              f"(over 100%: the study stops scheduling work before it passes the cap)")
     return 0
 
 

@@ -1,10 +1,12 @@
 """What a study will cost before it runs: ASHA's expected work times a price.
 
-With ``n`` trials, grace period ``g``, reduction factor ``eta`` and ``max_t``, ASHA's
-rungs stand at ``g, g*eta, g*eta^2, ...`` below ``max_t``; about ``1/eta`` of the
-trials reaching a rung go on to the next. A trial is expected to run::
-
-    g + (r1 - g)/eta + (r2 - r1)/eta^2 + ... + (max_t - r_last)/eta^L   iterations.
+With grace period ``g``, reduction factor ``eta`` and ``max_t``, ASHA's rungs stand at
+``g, g*eta, g*eta^2, ...`` below ``max_t``. Asynchronous ASHA does not keep exactly
+``1/eta`` of the trials at a rung: a trial goes on unless its value is below the
+``1 - 1/eta`` quantile of the values recorded there before it, so the first trials at a
+rung always go on, and a study of a few dozen trials runs 1.5-2x the iterations that
+``1/eta`` predicts. The work is therefore simulated under that very rule
+(:func:`expected_iterations`).
 """
 
 from __future__ import annotations
@@ -38,12 +40,46 @@ def rungs(max_t: int, grace_period: int, reduction_factor: float) -> list[float]
     return out + [float(max_t)]
 
 
-def iterations_per_trial(max_t: int, grace_period: int, reduction_factor: float) -> float:
-    total, previous = 0.0, 0.0
-    for k, rung in enumerate(rungs(max_t, grace_period, reduction_factor)):
-        total += (rung - previous) / reduction_factor ** k
-        previous = rung
-    return total
+def expected_iterations(num_samples: int, max_t: int, grace_period: int,
+                        reduction_factor: float, seed: int = 0, draws: int | None = None) -> float:
+    """All the trials' iterations under ASHA's asynchronous rule (Ray's ``cutoff``: the
+    ``1 - 1/eta`` percentile, linearly interpolated, of the values recorded at the rung;
+    a trial below it stops there), averaged over simulated studies.
+
+    The trials reach the rungs one after another, and a trial ranks the same at every rung
+    (its values are one random draw): concurrency and curves that cross make the real
+    figure somewhat lower (a 24-trial digits study ran 204 iterations; here 219, and 123
+    at ``1/eta``). Beyond 20,000 trials the first 20,000's mean per trial is scaled up
+    (it has converged). Deterministic for a given ``seed`` (and ``draws``)."""
+    import bisect
+
+    import numpy as np
+
+    milestones = rungs(max_t, grace_period, reduction_factor)[:-1]
+    simulated = min(num_samples, 20_000)
+    draws = draws or max(10, min(200, 20_000 // simulated))
+    rng = np.random.default_rng(seed)
+    q = 1 - 1 / reduction_factor
+    total = 0.0
+    for _ in range(draws):
+        recorded: list[list[float]] = [[] for _ in milestones]
+        for value in rng.random(simulated).tolist():
+            reached = float(max_t)
+            for rung, seen in zip(milestones, recorded, strict=True):
+                if seen:
+                    pos = q * (len(seen) - 1)  # numpy's linear percentile
+                    low = int(pos)
+                    high = min(low + 1, len(seen) - 1)
+                    cutoff = seen[low] + (seen[high] - seen[low]) * (pos - low)
+                    stop = value < cutoff
+                else:
+                    stop = False
+                bisect.insort(seen, value)
+                if stop:
+                    reached = rung
+                    break
+            total += reached
+    return total / draws * num_samples / simulated
 
 
 def estimate(settings: StudySettings, seconds_per_iteration: float,
@@ -55,8 +91,8 @@ def estimate(settings: StudySettings, seconds_per_iteration: float,
     share = gpus / price.gpus if gpus and price.gpus else min(1.0, cpus / max(price.vcpus, 1))
     slots = max(1, math.floor(1 / share)) if share else 1
     concurrency = min(settings.num_samples, settings.max_concurrent_trials or slots)
-    iterations = settings.num_samples * iterations_per_trial(
-        settings.max_t, settings.first_rung, settings.reduction_factor)
+    iterations = expected_iterations(settings.num_samples, settings.max_t, settings.first_rung,
+                                     settings.reduction_factor)
     seconds = iterations * seconds_per_iteration
     usd = {m.value: seconds * price.hourly(m) / 3600 * share for m in Market}
     wall = seconds / concurrency

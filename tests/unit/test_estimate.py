@@ -10,15 +10,53 @@ import pytest
 
 from tuner.config import StudySettings
 from tuner.cost import PriceCatalog
-from tuner.estimate import estimate, iterations_per_trial, rungs
+from tuner.estimate import estimate, expected_iterations, rungs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_asha_rungs_and_expected_iterations():
+def _ray_asha_iterations(num_samples, max_t, grace, eta, seed):
+    """The trials' iterations when Ray's own ASHA decides, trial after trial, on values
+    drawn as the estimate draws them (each trial ranks the same at every rung)."""
+    import numpy as np
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    asha = AsyncHyperBandScheduler(time_attr="it", metric="v", mode="max", max_t=max_t,
+                                   grace_period=grace, reduction_factor=eta)
+
+    class Trial:
+        def __init__(self, i):
+            self.trial_id = str(i)
+
+    total = 0
+    for i, value in enumerate(np.random.default_rng(seed).random(num_samples).tolist()):
+        trial = Trial(i)
+        asha.on_trial_add(None, trial)
+        for it in range(1, max_t + 1):
+            if asha.on_trial_result(None, trial, {"it": it, "v": value}) == "STOP" or it == max_t:
+                total += it
+                break
+    return total
+
+
+def test_asha_rungs():
     assert rungs(9, 1, 3) == [1, 3, 9]
-    assert iterations_per_trial(9, 1, 3) == pytest.approx(1 + 2 / 3 + 6 / 9)
-    assert iterations_per_trial(30, 30, 3) == 30  # no early stopping: every trial runs max_t
+    assert rungs(30, 2, 3) == [2, 6, 18, 30]
+
+
+def test_the_work_is_asha_s_own_rule_simulated():
+    """Each draw of the estimate is what Ray's AsyncHyperBandScheduler decides on the same
+    values (the scheduler driven directly, with a stand-in trial object)."""
+    for n, max_t, grace, eta in ((24, 30, 2, 3), (10, 9, 1, 3), (40, 27, 1, 2)):
+        one_draw = expected_iterations(n, max_t, grace, eta, seed=7, draws=1)
+        assert one_draw == _ray_asha_iterations(n, max_t, grace, eta, seed=7)
+
+
+def test_a_small_study_runs_more_than_one_in_eta_predicts_and_a_large_one_about_that():
+    at_one_in_eta = 2 + 4 / 3 + 12 / 9 + 12 / 27  # per trial: rungs 2, 6, 18, then 30
+    assert expected_iterations(24, 30, 2, 3) / 24 > 1.5 * at_one_in_eta
+    assert expected_iterations(5000, 30, 2, 3) / 5000 == pytest.approx(at_one_in_eta, rel=0.05)
+    assert expected_iterations(30, 30, 30, 3) == 30 * 30  # no early stopping: every trial runs max_t
 
 
 def test_dollars_scale_with_price_and_share():
@@ -27,7 +65,7 @@ def test_dollars_scale_with_price_and_share():
                              resources_per_trial={"cpu": 1})
     e = estimate(settings, seconds_per_iteration=36.0)
     price = PriceCatalog.load().get("c5.xlarge", "us-east-1")
-    seconds = 10 * (1 + 2 / 3 + 6 / 9) * 36.0
+    seconds = expected_iterations(10, 9, 1, 3) * 36.0
     assert e.usd["on-demand"] == pytest.approx(seconds * price.on_demand_usd_hour / 3600 / 4)
     assert e.usd["spot"] == pytest.approx(seconds * price.spot_usd_hour / 3600 / 4)
     assert e.concurrency == 4 and e.wall_seconds == pytest.approx(seconds / 4)
@@ -71,4 +109,31 @@ def test_a_study_of_seconds_is_estimated_in_seconds_and_a_long_one_in_minutes_or
                           os.path.join(ROOT, "examples", "digits_mlp.yaml")],
                          capture_output=True, text=True, cwd=os.path.join(ROOT, "examples"))
     assert out.returncode == 0, out.stderr
-    assert "2 trials at a time: about 18 s\n" in out.stdout  # 123 iterations of 0.3 s, 2 at once
+    assert "2 trials at a time: about 33 s of training" in out.stdout  # 219 x 0.3 s, 2 at once
+
+
+def test_a_budget_is_set_against_the_estimate_and_from_a_study_without_reports_is_refused(
+        tmp_path):
+    from tuner.record import StudyRecord
+
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(open(os.path.join(ROOT, "examples", "digits_mlp.yaml")).read()
+                   .replace("../search_spaces", os.path.join(ROOT, "search_spaces"))
+                   + "budget_usd: 0.0005\n")
+    out = subprocess.run([sys.executable, "-m", "tuner.cli", "estimate", "exp.yaml"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    from tuner.config import load_experiment
+
+    e = estimate(load_experiment(exp).settings, seconds_per_iteration=0.3)
+    spot, on_demand = (round(100 * e.cluster_usd[m] / 0.0005) for m in ("spot", "on-demand"))
+    assert spot > 100
+    assert (f"budget_usd $0.0005000 caps the cluster bill; the estimate is {spot}% of it with "
+            f"spot workers, {on_demand}% of it with on-demand workers") in out.stdout
+    StudyRecord.create(str(tmp_path / "silent"), name="silent", metric="val_accuracy",
+                       mode="max", num_samples=2, mlflow_uri="sqlite:///m.db",
+                       mlflow_experiment="silent", parent_run_id="p", settings={})
+    out = subprocess.run([sys.executable, "-m", "tuner.cli", "estimate", "exp.yaml", "--from",
+                          "silent"], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("error: silent: no iteration of that study was measured")
