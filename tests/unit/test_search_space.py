@@ -138,7 +138,8 @@ def test_yaml_and_dict_give_the_same_space(tmp_path):
 BAD = [
     ({"lr": {"type": "float", "low": 0, "high": 1, "log": True}},
      "space: lr: log=true needs low > 0, got low=0"),
-    ({"lr": {"type": "float", "low": 1, "high": 0.1}}, "lr: needs low <= high, got low=1, high=0.1; swap them (low: 0.1, high: 1)"),
+    ({"lr": {"type": "float", "low": 1, "high": 0.1}},
+     "lr: needs low <= high, got low=1, high=0.1; swap them (low: 0.1, high: 1)"),
     ({"act": {"type": "categorical", "choices": []}}, "act.choices: needs a non-empty list"),
     ({"lr": {"type": "flaot", "low": 0, "high": 1}}, "(did you mean 'float'?)"),
     ({"lr": {"tpye": "float", "low": 0, "high": 1}}, "lr.tpye: unknown key (did you mean 'type'?)"),
