@@ -79,6 +79,28 @@ def test_tpes_own_time_in_the_space_function_draws_no_advice_to_move_training(mo
     assert len(suggest()) == 1  # a plain Ray Tune run afterwards keeps Ray's warning
 
 
+def test_tunes_closing_list_of_incomplete_trials_is_left_to_the_study_s_table(tmp_path, caplog):
+    """Tune's own logger and message (ray.tune.tune logs the list when a trial failed); the
+    line shows again once the study is over."""
+    import logging
+
+    from ray.tune import tune as tune_module
+
+    from tuner.engine.run import _study_process
+
+    def incomplete_line():
+        caplog.clear()
+        tune_module.logger.error("Trials did not complete: %s", ["train_a1b2c3d4"])
+        return [r.getMessage() for r in caplog.records]
+
+    with caplog.at_level(logging.ERROR, logger=tune_module.logger.name):
+        with _study_process(str(tmp_path)):
+            assert incomplete_line() == []
+            tune_module.logger.error("something else")
+            assert [r.getMessage() for r in caplog.records] == ["something else"]
+        assert incomplete_line() == ["Trials did not complete: ['train_a1b2c3d4']"]
+
+
 def test_a_study_leaves_none_of_its_per_study_state_in_the_process(tmp_path):
     """A notebook that resumes a study quietly, then runs another, keeps nothing of the first:
     its bookkeeping, its checked checkpoints and the quiet switch resume_study set."""

@@ -161,6 +161,17 @@ class _TrialErrorsInShort(logging.Filter):
         return True
 
 
+class _IncompleteTrialsSaid(logging.Filter):
+    """Drops Tune's closing "Trials did not complete: [train_..., ...]": the study's table
+    says which trials failed, with their errors (a changed message just shows again)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Trials did not complete: %s"
+
+
+_INCOMPLETE_LOGGER = "ray.tune.tune"
+
+
 @contextlib.contextmanager
 def _study_process(experiment_dir: str) -> Iterator[None]:
     """What a study changes in this process -- Tune's switches, log levels, Optuna's
@@ -170,6 +181,8 @@ def _study_process(experiment_dir: str) -> Iterator[None]:
     error_logger, error_prefix = ray_compat.trial_error_log()
     trial_errors = _TrialErrorsInShort(error_prefix)
     logging.getLogger(error_logger).addFilter(trial_errors)
+    incomplete = _IncompleteTrialsSaid()
+    logging.getLogger(_INCOMPLETE_LOGGER).addFilter(incomplete)
     env = {k: os.environ.get(k) for k in (*_ENV, _PENDING)}
     levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
     verbosity = optuna.logging.get_verbosity()
@@ -194,6 +207,7 @@ def _study_process(experiment_dir: str) -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
         optuna.logging.set_verbosity(verbosity)
         logging.getLogger(error_logger).removeFilter(trial_errors)
+        logging.getLogger(_INCOMPLETE_LOGGER).removeFilter(incomplete)
         for per_study in (_BOOKS, _CHECKED, VERBOSE):
             per_study.pop(experiment_dir, None)
 
