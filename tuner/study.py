@@ -397,14 +397,19 @@ class StudyBook:
         key = BUDGET_FIGURES[self._scope]
         before = self.record.cost.get(key, 0.0)
         self.record.cost = totals
-        if self._budget:
-            for pct in self._alerts:
-                if before < self._budget * pct / 100 <= totals[key]:
-                    self._say(f"[tuner] budget alert: {pct:g}% of {money(self._budget)} spent "
-                              f"({self._scope} {money(totals[key])})")
-                    self.record.budget_alerts.append(pct)
-                    self.tracker.log_metrics(self.record.parent_run_id,
-                                             {"tuner.budget_used_pct": float(pct)}, 0)
+        if not self._budget:
+            return
+        crossed = [pct for pct in self._alerts
+                   if before < self._budget * pct / 100 <= totals[key]]
+        if crossed:  # one line, however many thresholds one step passed
+            also = f"; {', '.join(f'{p:g}%' for p in crossed[:-1])} passed with it" \
+                if len(crossed) > 1 else ""
+            self._say(f"[tuner] budget alert: {crossed[-1]:g}% of {money(self._budget)} spent "
+                      f"({self._scope} {money(totals[key])}{also})")
+        for pct in crossed:
+            self.record.budget_alerts.append(pct)
+            self.tracker.log_metrics(self.record.parent_run_id,
+                                     {"tuner.budget_used_pct": float(pct)}, 0)
 
     def save(self, force: bool = False) -> None:
         now = time.monotonic()

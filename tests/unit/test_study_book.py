@@ -337,6 +337,27 @@ def test_each_budget_alert_is_recorded_once_when_spending_crosses_it(make_book, 
     assert sorted(m.value for m in history) == [25.0, 50.0, 100.0]
 
 
+def test_thresholds_one_iteration_passes_together_are_said_in_one_line(
+        make_book, capsys):
+    """One iteration costs 90% of the budget: 50% and 80% pass at once, recorded both, said
+    once; the next passes 100%."""
+    budget = 0.01
+    seconds = 0.90 * budget / usd_per_second(share=1.0)
+    clock = Clock()
+    book = make_book(clock=clock, budget_usd=budget, budget_scope="trials", **WHOLE_NODE)
+    book = StudyBook(book.record.path, verbose=True, clock=clock)
+    book.nodes_seen([ray_node("n1")])
+    book.trial_started("t1", {})
+    capsys.readouterr()
+    report(book, clock, "t1", 1, 0.5, seconds=seconds)
+    report(book, clock, "t1", 2, 0.5, seconds=seconds)
+    alerts = [line for line in capsys.readouterr().out.splitlines() if "budget alert" in line]
+    assert alerts == [
+        "[tuner] budget alert: 80% of $0.01000 spent (trials $0.009000; 50% passed with it)",
+        "[tuner] budget alert: 100% of $0.01000 spent (trials $0.01800)"]
+    assert book.record.budget_alerts == [50, 80, 100]
+
+
 # --- preemptions, failures, restarts ------------------------------------------------------------
 
 def test_a_loss_with_an_unchanged_failure_count_is_a_preemption_not_a_failure(make_book):
