@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from tuner.errors import StudyError
 from tuner.record import StudyRecord
 from tuner.study import StudyBook
-from tuner.tracking import _TRACKERS, Tracker, _probe, flush_all, masked
+from tuner.tracking import _TRACKERS, Tracker, probe, flush_all, masked
 
 
 def _tracker(tmp_path, batch_s=0.05):
@@ -220,13 +220,13 @@ def test_credentials_in_the_uri_go_as_basic_auth_and_are_never_printed():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         port = server.server_address[1]
-        _probe(f"http://alice:s3cret-pw@127.0.0.1:{port}")
+        probe(f"http://alice:s3cret-pw@127.0.0.1:{port}")
         assert seen == [("/health", "Basic " + base64.b64encode(b"alice:s3cret-pw").decode())]
     finally:
         server.shutdown()
         server.server_close()
     with pytest.raises(StudyError) as info:  # the server is gone now
-        _probe(f"http://alice:s3cret-pw@127.0.0.1:{port}", timeout_s=2)
+        probe(f"http://alice:s3cret-pw@127.0.0.1:{port}", timeout_s=2)
     assert "s3cret-pw" not in str(info.value)
     assert f"http://alice:***@127.0.0.1:{port}" in str(info.value)
     assert masked("postgresql://bob:hunter22@db/mlflow") == "postgresql://bob:***@db/mlflow"
