@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from tuner.errors import StudyError
 from tuner.record import StudyRecord
 from tuner.study import StudyBook
-from tuner.tracking import _TRACKERS, Tracker, probe, flush_all, masked
+from tuner.tracking import _TRACKERS, Tracker, flush_all, masked, probe
 
 
 def _tracker(tmp_path, batch_s=0.05):
