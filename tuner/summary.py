@@ -102,8 +102,8 @@ def format_table(result: TuneResult) -> str:
     lines.append(f"{count(len(frame), 'trial')}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     odd = int((frame["iterations"].gt(0) & ~frame[result.metric].map(finite)).sum())
     if odd:
-        lines.append(f"{count(odd, 'trial')} ended without a finite {result.metric} (NaN, "
-                     f"infinite or not reported); they are never the best")
+        lines.append(f"{count(odd, 'trial')} ran iterations without a finite {result.metric} "
+                     f"(NaN, infinite or not reported); they are never the best")
     front = pareto(frame, result.metric, result.mode)
     if front:
         lines.append(f"Pareto set ({result.metric} vs $): " + ", ".join(front))

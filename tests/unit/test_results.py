@@ -74,8 +74,8 @@ def test_the_table_counts_trials_that_ended_non_finite_and_ranks_them_last(
     code, out, _ = cli(capsys, monkeypatch, "report", path)
     assert code == 0
     assert out.splitlines()[1].split()[0] == "t3"  # the finite one first
-    assert ("2 trials ended without a finite acc (NaN, infinite or not reported); they are "
-            "never the best") in out
+    assert ("2 trials ran iterations without a finite acc (NaN, infinite or not reported); "
+            "they are never the best") in out
 
 
 @pytest.mark.parametrize("trials,why", [
