@@ -15,6 +15,7 @@ from typing import Any
 from tuner.config import (
     BUDGET_FIGURES,
     StudySettings,
+    check_trainable,
     import_trainable,
     settings_from,
     with_overrides,
@@ -61,6 +62,7 @@ def tune(trainable: Callable[..., Any],
     if not callable(trainable):
         raise ConfigError("tune()", "trainable", f"must be a function train(config), got "
                           f"{type(trainable).__name__}")
+    check_trainable(trainable, "tune()")
     resolved = settings_from({"metric": metric, **settings}, "tune()")
     if isinstance(space, (str, os.PathLike)) and not os.path.exists(space):
         raise ConfigError("tune()", "space", f"file {os.fspath(space)!r} not found (looked at "
@@ -271,6 +273,8 @@ def resume(path: str, trainable: Callable[..., Any] | None = None,
                                  f"call tuner.resume({path!r}, trainable=your_function)")
             trainable = import_trainable(ref, source=source,
                                          base_dir=record.base_dir)
+        else:
+            check_trainable(trainable, "resume()")
         tracker = Tracker(record.mlflow_uri, record.mlflow_experiment)
         if record.parent_run_id:
             tracker.reopen_study(record.parent_run_id)

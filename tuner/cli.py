@@ -172,7 +172,8 @@ def _validate(args: argparse.Namespace) -> int:
         exp = load_experiment(args.file)
         exp.load_trainable()
         print(f"{args.file}: valid experiment ({count(len(exp.space.params), 'parameter')}, "
-              f"{count(exp.settings.num_samples, 'trial')}, metric {exp.settings.metric})")
+              f"{count(exp.settings.num_samples, 'trial')}, "
+              f"{'maximise' if exp.settings.mode == 'max' else 'minimise'} {exp.settings.metric})")
     else:
         space = load_space(args.file)
         print(f"{args.file}: valid search space ({count(len(space.params), 'parameter')}: "

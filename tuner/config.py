@@ -358,6 +358,11 @@ def settings_from(values: Mapping[str, Any], source: str) -> StudySettings:
             raise unknown_key(source, str(key), _SETTING_KEYS)
     if isinstance(values.get("budget_alerts"), list):
         values["budget_alerts"] = tuple(values["budget_alerts"])
+    metric = values.get("metric")
+    if "mode" not in values and isinstance(metric, str) and _reads_as_a_loss(metric):
+        raise ConfigError(source, "mode", f"is not set, and {metric!r} reads as a loss: the "
+                          f"default, max, would maximise it; set mode: min (or mode: max if a "
+                          f"higher {metric} is better)")
     try:
         return StudySettings(**values)
     except ConfigError as exc:
@@ -366,6 +371,16 @@ def settings_from(values: Mapping[str, Any], source: str) -> StudySettings:
         raise ConfigError(source, exc.key, exc.message) from None
     except TypeError as exc:  # a required setting (metric) missing
         raise ConfigError(source, "metric", f"is required ({exc})") from None
+
+
+_LOSS_WORDS = {"loss", "error", "err", "mse", "mae", "rmse", "nll", "perplexity", "ppl", "regret"}
+
+
+def _reads_as_a_loss(metric: str) -> bool:
+    """Whether a word of ``metric`` (split at ``_ . / -`` and case changes) names a quantity
+    one minimises: ``val_loss``, ``error_rate``, ``valid/mse``, ``trainLoss``."""
+    words = re.split(r"[_./\-\s]+|(?<=[a-z])(?=[A-Z])", metric)
+    return any(w.lower() in _LOSS_WORDS for w in words)
 
 
 def with_overrides(settings: StudySettings, source: str, **changes: Any) -> StudySettings:
@@ -380,6 +395,10 @@ def _fields_of(settings: StudySettings) -> dict[str, Any]:
 def import_trainable(ref: str, source: str = "trainable", base_dir: str = ".") -> Callable[..., Any]:
     """Import ``module:function``, looking in ``base_dir`` and the working directory too."""
     module_name, _, attr = ref.partition(":")
+    if module_name.endswith(".py"):
+        raise ConfigError(source, "trainable", f"names a module, not a file: write "
+                          f"{module_name[:-3]}:{attr} (the file {module_name} beside the "
+                          f"experiment file or in the working directory)")
     for extra in (os.getcwd(), base_dir):
         if extra not in sys.path:
             sys.path.insert(0, extra)
@@ -391,7 +410,26 @@ def import_trainable(ref: str, source: str = "trainable", base_dir: str = ".") -
     if not callable(fn):
         raise ConfigError(source, "trainable", f"module {module_name!r} has no function "
                           f"{attr!r}")
+    check_trainable(fn, source, ref)
     return fn
+
+
+def check_trainable(fn: Callable[..., Any], source: str, name: str | None = None) -> None:
+    """Refuse a function Ray Tune cannot call as ``fn(config)``: its every try would fail
+    with Ray's traceback, after the cluster started."""
+    import inspect
+
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or C function: nothing to check
+        return
+    try:
+        signature.bind({})
+    except TypeError:
+        shown_name = name or getattr(fn, "__qualname__", repr(fn))
+        raise ConfigError(source, "trainable", f"{shown_name}{signature} cannot be called "
+                          f"with one argument, the trial's config; define it as "
+                          f"`def {getattr(fn, '__name__', 'train')}(config):`") from None
 
 
 def _import_failure(module_name: str, exc: Exception) -> str:
@@ -399,8 +437,8 @@ def _import_failure(module_name: str, exc: Exception) -> str:
     that is not installed, or its code raised (with the exception's file and line)."""
     missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
     if missing is not None and f"{module_name}.".startswith(f"{missing}."):  # it, or its package
-        return (f"cannot import module {module_name!r} ({type(exc).__name__}: {exc}); run "
-                f"from the directory that contains it or install it")
+        return (f"cannot import module {module_name!r} ({type(exc).__name__}: {exc}); put "
+                f"it beside the experiment file or in the working directory, or install it")
     # the innermost line of the user's code: not import machinery, the standard library or
     # an installed package (unless the module is one)
     frames = [f for f in traceback.extract_tb(exc.__traceback__)[1:]  # [1:]: import_trainable

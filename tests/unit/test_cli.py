@@ -319,6 +319,15 @@ def test_a_tracking_server_that_does_not_answer_is_refused_before_ray_starts(tmp
     assert sorted(os.listdir(tmp_path)) == ["exp.yaml", "mytrain.py"], os.listdir(tmp_path)
 
 
+def test_validate_says_which_way_an_experiment_optimises(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for mode, says in (("max", "maximise"), ("min", "minimise")):
+        _study_files(tmp_path, f"mode: {mode}")
+        code, out, _ = main(capsys, "validate", "exp.yaml")
+        assert code == 0
+        assert out.strip() == f"exp.yaml: valid experiment (1 parameter, 20 trials, {says} acc)"
+
+
 def test_validate_counts_a_spaces_parameters_and_names_its_constants_apart(tmp_path, capsys):
     (tmp_path / "space.yaml").write_text("lr: {type: float, low: 0.1, high: 1}\nepochs: 5\n")
     code, out, _ = main(capsys, "validate", str(tmp_path / "space.yaml"))

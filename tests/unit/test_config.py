@@ -58,6 +58,9 @@ BAD = [
      "exp.yaml: scheduler.max_tt: unknown key (did you mean 'max_t'?)"),
     ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nmode: maximize\n",
      "exp.yaml: mode: must be 'min' or 'max', got 'maximize'"),
+    ("trainable: mytrain:train\nspace: space.yaml\nmetric: val_loss\n",
+     "exp.yaml: mode: is not set, and 'val_loss' reads as a loss: the default, max, would "
+     "maximise it; set mode: min (or mode: max if a higher val_loss is better)"),
     ("trainable: mytrain:train\nspace: space.yaml\nmetric: tuner.cost_usd\n",
      "exp.yaml: metric: names starting with `tuner.` are reserved"),
     ("trainable: mytrain:train\nspace: space.yaml\nmetric: acc\nnum_samples: 0\n",
@@ -115,10 +118,61 @@ def test_bad_experiments_say_file_key_and_fix(tmp_path, text, message):
 def test_a_trainable_that_cannot_be_imported_is_named(tmp_path):
     path = write(tmp_path, "trainable: nosuchmodule:train\nspace: space.yaml\nmetric: acc\n")
     with pytest.raises(ConfigError, match="exp.yaml: trainable: cannot import module 'nosuchmodule' "
-                                          ".*; run from the directory that contains it or install it$"):
+                                          ".*; put it beside the experiment file or in the "
+                                          "working directory, or install it$"):
         load_experiment(path).load_trainable()
     with pytest.raises(ConfigError, match="module 'mytrain' has no function 'nope'"):
         import_trainable("mytrain:nope", "exp.yaml", str(tmp_path))
+
+
+def test_a_trainable_named_by_its_file_says_to_drop_the_suffix(tmp_path):
+    with pytest.raises(ConfigError, match=r"^exp.yaml: trainable: names a module, not a file: "
+                                          r"write mytrain:train "):
+        import_trainable("mytrain.py:train", "exp.yaml", str(tmp_path))
+
+
+@pytest.mark.parametrize("definition", ["def train():", "def train(config, epochs):",
+                                        "def train(*, config):"])
+def test_a_trainable_ray_cannot_call_with_the_config_is_refused_before_anything_runs(
+        tmp_path, definition):
+    module = _fresh_module(tmp_path, definition)
+    with pytest.raises(ConfigError) as info:
+        import_trainable(f"{module}:train", "exp.yaml", str(tmp_path))
+    signature = definition[len("def train"):-1]
+    assert str(info.value) == (f"exp.yaml: trainable: {module}:train{signature} cannot be called "
+                               f"with one argument, the trial's config; define it as "
+                               f"`def train(config):`")
+    import tuner
+
+    namespace: dict = {}
+    exec(f"{definition}\n    pass\n", namespace)
+    with pytest.raises(ConfigError, match=r"^tune\(\): trainable: train\("):
+        tuner.tune(namespace["train"], {"x": {"type": "float", "low": 0, "high": 1}},
+                   metric="acc", mode="max", verbose=False)
+
+
+@pytest.mark.parametrize("definition", ["def train(config):", "def train(config, extra=1):",
+                                        "def train(*args, **kwargs):"])
+def test_a_trainable_callable_with_the_config_passes(tmp_path, definition):
+    module = _fresh_module(tmp_path, definition)
+    assert callable(import_trainable(f"{module}:train", "exp.yaml", str(tmp_path)))
+
+
+def _fresh_module(tmp_path, definition):
+    """A module defining ``definition`` under a name no earlier test imported."""
+    import hashlib
+
+    module = "trainable_" + hashlib.sha1(definition.encode()).hexdigest()[:10]
+    (tmp_path / f"{module}.py").write_text(f"{definition}\n    pass\n")
+    return module
+
+
+@pytest.mark.parametrize("metric", ["loss", "error_rate", "valid/mse", "trainLoss"])
+def test_a_metric_named_as_a_loss_needs_its_mode_said(metric):
+    with pytest.raises(ConfigError, match=r"^tune\(\): mode: is not set, and .* reads as a loss"):
+        settings_from({"metric": metric}, "tune()")
+    assert settings_from({"metric": metric, "mode": "max"}, "tune()").mode == "max"
+    assert settings_from({"metric": "val_accuracy"}, "tune()").mode == "max"  # the default
 
 
 def test_api_settings_are_checked_the_same_way():

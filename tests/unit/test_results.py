@@ -46,8 +46,10 @@ def cli(capsys, monkeypatch, command, path):
         folder = os.path.dirname(path)
         with open(os.path.join(folder, "space.yaml"), "w") as f:
             f.write("lr: {type: float, low: 0.01, high: 1}\n")
+        with open(os.path.join(folder, "stand_in.py"), "w") as f:
+            f.write("def train(config):\n    pass\n")
         with open(os.path.join(folder, "exp.yaml"), "w") as f:
-            f.write("trainable: tuner.summary:pareto\nspace: space.yaml\nmetric: acc\n")
+            f.write("trainable: stand_in:train\nspace: space.yaml\nmetric: acc\n")
         argv = [command, os.path.join(folder, "exp.yaml")]
     code = main(argv)
     out = capsys.readouterr()
