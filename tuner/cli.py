@@ -290,6 +290,9 @@ def _estimate(args: argparse.Namespace) -> int:
 
     exp = load_experiment(args.experiment)
     spi, source = args.seconds_per_iteration, "declared on the command line"
+    if spi is not None and not spi > 0:  # NaN too
+        raise ConfigError("command line", "--seconds-per-iteration",
+                          f"must be a number of seconds > 0, got {spi:g}")
     if spi is None and args.from_study:
         spi = measured_seconds_per_iteration(StudyRecord.load(args.from_study).meter)
         if spi is None:
@@ -303,7 +306,7 @@ def _estimate(args: argparse.Namespace) -> int:
         raise ConfigError(exp.source, "seconds_per_iteration", "is needed for an estimate; "
                           "declare it in the file, pass --seconds-per-iteration S, or "
                           "--from a finished study to measure it")
-    e = estimate(exp.settings, spi)
+    e = estimate(exp.settings, spi, source=exp.source)
     s = exp.settings
     print(f"{exp.source}: {count(s.num_samples, 'trial')}, ASHA max_t={s.max_t} grace={s.first_rung} "
           f"eta={s.reduction_factor:g}: about {e.iterations:.0f} iterations of {spi:.3g} s "

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 from tuner.config import StudySettings
+from tuner.errors import ConfigError
 from tuner.cost.catalog import Market, PriceCatalog
 
 
@@ -83,12 +84,20 @@ def expected_iterations(num_samples: int, max_t: int, grace_period: int,
 
 
 def estimate(settings: StudySettings, seconds_per_iteration: float,
-             catalog: PriceCatalog | None = None) -> Estimate:
+             catalog: PriceCatalog | None = None, source: str = "estimate") -> Estimate:
+    """The study's iterations, time and dollars on ``settings.default_instance_type``;
+    resources that do not fit one such node are refused, naming ``source``."""
     catalog = catalog or PriceCatalog.load(settings.prices)
     price = catalog.get(settings.default_instance_type, settings.region)
     resources = settings.resources_per_trial
     gpus, cpus = float(resources.get("gpu", 0.0)), float(resources.get("cpu", 1.0))
-    share = gpus / price.gpus if gpus and price.gpus else min(1.0, cpus / max(price.vcpus, 1))
+    if (gpus and gpus > price.gpus) or cpus > price.vcpus:
+        raise ConfigError(source, "resources_per_trial", f"{dict(resources)} does not fit one "
+                          f"{price.instance_type} ({price.vcpus:g} vCPUs, {price.gpus:g} GPUs), "
+                          f"the instance type priced; ask for what one node has, or set "
+                          f"default_instance_type to a type that has it (`tuner prices` lists "
+                          f"them)")
+    share = gpus / price.gpus if gpus else cpus / max(price.vcpus, 1)
     slots = max(1, math.floor(1 / share)) if share else 1
     concurrency = min(settings.num_samples, settings.max_concurrent_trials or slots)
     iterations = expected_iterations(settings.num_samples, settings.max_t, settings.first_rung,

@@ -10,6 +10,7 @@ import pytest
 
 from tuner.config import StudySettings
 from tuner.cost import PriceCatalog
+from tuner.errors import ConfigError
 from tuner.estimate import estimate, expected_iterations, rungs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -137,3 +138,26 @@ def test_a_budget_is_set_against_the_estimate_and_from_a_study_without_reports_i
                           "silent"], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.startswith("error: silent: no iteration of that study was measured")
+
+
+@pytest.mark.parametrize("resources, fits", [({"cpu": 4}, True), ({"cpu": 5}, False),
+                                             ({"cpu": 1, "gpu": 1}, False)])
+def test_resources_one_node_of_the_priced_type_cannot_hold_are_refused(resources, fits):
+    settings = StudySettings(metric="acc", default_instance_type="c5.xlarge",
+                             resources_per_trial=resources)
+    if fits:
+        assert estimate(settings, 1.0, source="exp.yaml").concurrency == 1
+        return
+    with pytest.raises(ConfigError, match=r"^exp.yaml: resources_per_trial: .* does not fit one "
+                                          r"c5.xlarge \(4 vCPUs, 0 GPUs\)"):
+        estimate(settings, 1.0, source="exp.yaml")
+
+
+def test_a_non_positive_seconds_per_iteration_on_the_command_line_is_named_as_such(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "tuner.cli", "estimate",
+                          os.path.join(ROOT, "examples", "digits_mlp.yaml"),
+                          "--seconds-per-iteration", "-5"], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip() == ("error: command line: --seconds-per-iteration: must be a "
+                                  "number of seconds > 0, got -5")
