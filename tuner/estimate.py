@@ -15,8 +15,8 @@ import math
 from dataclasses import dataclass
 
 from tuner.config import StudySettings
-from tuner.errors import ConfigError
 from tuner.cost.catalog import Market, PriceCatalog
+from tuner.errors import ConfigError
 
 
 @dataclass(frozen=True)
