@@ -128,6 +128,13 @@ class StudyRecord:
             raise ConfigError(path, "", "is a file, not a study directory; pass the directory "
                               "a study was written to, e.g. tuner_results/<name>")
         if not os.path.exists(file):
+            inside = sorted(entry.name for entry in _subdirectories(path)
+                            if os.path.isfile(os.path.join(entry.path, RECORD_FILE)))
+            if inside:
+                shown_ = ", ".join(inside[:5]) + (f" and {len(inside) - 5} more"
+                                                  if len(inside) > 5 else "")
+                raise ConfigError(path, "", f"no study here, but {len(inside)} in it: {shown_}; "
+                                  f"pass one, e.g. {os.path.join(path, inside[-1])}")
             raise ConfigError(path, "", f"no study here (missing {RECORD_FILE}); pass the "
                               f"directory a study was written to, e.g. tuner_results/<name>")
         try:
@@ -249,3 +256,11 @@ def _check(file: str, data: Any) -> None:
         if not isinstance(entry, dict):
             raise ConfigError(file, f"trials.{trial_id}", f"must be an object, got "
                               f"{entry!r}; {fix}")
+
+
+def _subdirectories(path: str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as entries:
+            return [e for e in entries if e.is_dir()]
+    except OSError:  # missing, unreadable, not a directory
+        return []

@@ -60,6 +60,20 @@ def test_report_and_resume_on_a_directory_without_a_study(tmp_path):
     assert not (tmp_path / "tuner_results").exists()  # nor its lock file
 
 
+def test_report_on_the_storage_path_names_the_studies_in_it(tmp_path, capsys):
+    from tuner.record import StudyRecord
+
+    for name in ("mlp-20261129-1", "mlp-20261129-2"):
+        StudyRecord.create(str(tmp_path / "results" / name), name=name, metric="acc",
+                           mode="max", num_samples=1, mlflow_uri="sqlite:///m.db",
+                           mlflow_experiment=name, parent_run_id="p", settings={})
+    (tmp_path / "results" / "not-a-study").mkdir()
+    code, _, err = main(capsys, "report", str(tmp_path / "results"))
+    assert one_line_error(code, err) == (
+        f"error: {tmp_path}/results: no study here, but 2 in it: mlp-20261129-1, "
+        f"mlp-20261129-2; pass one, e.g. {tmp_path}/results/mlp-20261129-2")
+
+
 def test_resume_of_a_finished_study_says_so_and_starts_nothing(tmp_path):
     """A finished study's record, written here (no Ray, no MLflow store behind it)."""
     from tuner.record import StudyRecord, StudyState
