@@ -41,3 +41,7 @@ def __getattr__(name: str) -> Any:  # Ray is imported only when it is used
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'tuner' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:  # tab completion offers the lazy names too
+    return sorted({*globals(), *__all__})

@@ -8,6 +8,16 @@ def test_all_names_resolve():
         assert getattr(tuner, name) is not None, name
 
 
+def test_dir_lists_the_public_names_before_they_are_imported():
+    """What tab completion reads (a fresh interpreter: nothing imported lazily yet)."""
+    import subprocess
+    import sys
+
+    code = "import tuner; print(' '.join(n for n in tuner.__all__ if n not in dir(tuner)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
 def test_importing_tuner_does_not_import_ray_or_mlflow():
     import subprocess
     import sys
