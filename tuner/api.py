@@ -25,7 +25,7 @@ from tuner.lock import LOCK_FILE, StudyLock
 from tuner.record import OPTUNA_JOURNAL, RECORD_FILE, StudyRecord, StudyState
 from tuner.result import TuneResult
 from tuner.search_space import SearchSpace, load_space, parse_space
-from tuner.tracking import DEFAULT_URI, Tracker, flush_all, probe
+from tuner.tracking import DEFAULT_URI, Tracker, flush_all, masked, probe
 
 
 def tune(trainable: Callable[..., Any],
@@ -67,7 +67,12 @@ def tune(trainable: Callable[..., Any],
     if isinstance(space, (str, os.PathLike)) and not os.path.exists(space):
         raise ConfigError("tune()", "space", f"file {os.fspath(space)!r} not found (looked at "
                           f"{os.path.abspath(space)}); pass a space YAML's path or a dict")
-    return run(trainable, load_space(space), resolved, verbose=verbose)
+    result = run(trainable, load_space(space), resolved, verbose=verbose)
+    if verbose and result.state == "interrupted":
+        name = getattr(trainable, "__name__", "train")
+        print(f"[tuner] study {os.path.basename(result.path)} interrupted; continue it with "
+              f"tuner.resume({result.path!r}, trainable={name})", flush=True)
+    return result
 
 
 def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettings,
@@ -124,7 +129,8 @@ def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettin
         record.save()
         if verbose:
             print(f"[tuner] study {name}: {settings.num_samples} trials of {space.source}, "
-                  f"{settings.metric} ({settings.mode}); state in {path}", flush=True)
+                  f"{settings.metric} ({settings.mode}); state in {path}; MLflow runs in "
+                  f"{masked(uri)}", flush=True)
         try:
             engine.run_study(trainable, space, settings, path, tune_path, verbose=verbose)
         finally:

@@ -175,6 +175,32 @@ def test_an_interrupted_study_exits_130_and_resume_finishes_every_trial(
     assert (result.trials.iterations == 8).all()
 
 
+def test_ctrl_c_in_a_python_script_says_how_to_resume_from_python(ray_cluster, study_dir):
+    """A script calling tuner.tune(), interrupted as a user would (SIGINT to the process)."""
+    (study_dir / "counting.py").write_text(counting_trainable(8, 0.4))
+    (study_dir / "script.py").write_text(textwrap.dedent(f"""
+        import tuner
+        from counting import train
+
+        result = tuner.tune(train, {{"q": {{"type": "float", "low": 0.1, "high": 1.0}}}},
+                            metric="acc", num_samples=2, max_t=8, grace_period=8, name="py",
+                            ray_address={ray_cluster.address!r})
+        print("state:", result.state)
+    """))
+    driver = subprocess.Popen([sys.executable, "script.py"], cwd=study_dir, env=user_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    path = study_dir / "tuner_results" / "py"
+    deadline = time.monotonic() + 120
+    while not any(t["iterations"] >= 2 for t in _trials(path)):
+        assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGINT)
+    out, err = driver.communicate(timeout=120)
+    assert driver.returncode == 0, out[-2000:] + err[-2000:]
+    assert (f"[tuner] study py interrupted; continue it with tuner.resume('{path}', "
+            f"trainable=train)\nstate: interrupted") in out
+
+
 def test_ctrl_c_while_tuner_starts_its_local_cluster_ends_the_run_with_nothing_recorded(
         study_dir):
     """Ray starts a local cluster's processes by fork; a KeyboardInterrupt raised in fork's
