@@ -70,6 +70,20 @@ def masked(uri: str, text: str | None = None) -> str:
     return text.replace(parts.netloc.rpartition("@")[0] + "@", f"{parts.username}:***@")
 
 
+def _artifacts_beside(uri: str, experiment: str) -> str | None:
+    """Where a new experiment of a sqlite store keeps its artifacts (the Pareto plot, the
+    space): beside the database, in ``mlruns/<experiment>``, not in ``./mlruns`` of whatever
+    directory the driver ran in. Other stores keep their own default (None)."""
+    import re
+    from pathlib import Path
+
+    path = uri[len("sqlite:///"):].partition("?")[0] if uri.startswith("sqlite:///") else ""
+    if path in ("", ":memory:"):
+        return None
+    db = Path(path).resolve()  # a relative path is from the working directory, as sqlite's
+    return (db.parent / "mlruns" / re.sub(r"[^\w.-]", "_", experiment)).as_uri()
+
+
 def probe(uri: str, timeout_s: float = 5.0) -> None:
     """Fail in seconds, not after MLflow's minutes of retries, when a server is unreachable.
 
@@ -211,7 +225,8 @@ class Tracker:
                 found = self._client.get_experiment_by_name(experiment)
                 self.experiment_id = (found.experiment_id if found is not None else
                                       self._client.create_experiment(
-                                          experiment, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND}))
+                                          experiment, _artifacts_beside(self.uri, experiment),
+                                          tags={EXPERIMENT_KIND_TAG: TRAINING_KIND}))
                 if found is not None and EXPERIMENT_KIND_TAG not in found.tags:
                     self._client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG,
                                                     TRAINING_KIND)  # made before tuner set it

@@ -260,3 +260,17 @@ def test_a_new_sqlite_store_is_created_without_mlflows_info_lines(tmp_path, capf
     out, err = capfd.readouterr()
     assert "database tables" not in out + err
     assert MlflowClient(f"sqlite:///{tmp_path}/new.db").get_experiment_by_name("exp")
+
+
+def test_a_sqlite_stores_artifacts_lie_beside_the_database_not_in_the_working_directory(
+        tmp_path, monkeypatch):
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    tracker = Tracker(f"sqlite:///{tmp_path}/store/m.db", "my study/1")
+    parent = tracker.start_study("s", {"metric": "acc"}, {})
+    (tmp_path / "plot.png").write_bytes(b"png")
+    tracker.log_artifact(parent, str(tmp_path / "plot.png"))
+    tracker.flush()
+    assert list((tmp_path / "store" / "mlruns" / "my_study_1").rglob("plot.png"))
+    assert list(elsewhere.iterdir()) == []
