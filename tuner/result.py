@@ -38,6 +38,7 @@ class TuneResult:
     idle_by_kind: dict[str, tuple[float, float]] = field(default_factory=dict)
     trainable: str | None = None  # "module:function", or None: resume needs trainable=
     space: dict[str, Any] = field(default_factory=dict)  # as written (SearchSpace.to_dict)
+    num_samples: int = 0  # the trials the study runs in all (some may not have started)
 
     @classmethod
     def load(cls, path: str) -> TuneResult:
@@ -71,7 +72,8 @@ class TuneResult:
             stop_reason=record.stop_reason,
             state=record.state.value, budget_scope=record.budget_scope,
             idle_by_kind={k: (v[0], v[1]) for k, v in record.idle_by_kind.items()},
-            trainable=record.trainable, space=dict(record.space))
+            trainable=record.trainable, space=dict(record.space),
+            num_samples=record.num_samples)
 
     def table(self) -> str:
         """The per-trial table, the Pareto set, the cost and how the study ended."""

@@ -128,11 +128,14 @@ def _ending(result: TuneResult) -> list[str]:
         return ["The study is running: its driver goes on; report again for later figures"]
     if result.state == "finished":
         return []
+    waiting = result.num_samples - len(result.trials)
+    unfinished = (f"The study did not finish ({waiting} of its {result.num_samples} trials not "
+                  f"started)" if waiting > 0 else "The study did not finish")
     if not result.trainable:
-        return [f"The study did not finish; its trainable is not importable by name (defined "
+        return [f"{unfinished}; its trainable is not importable by name (defined "
                 f"in __main__), so continue it from Python: "
                 f"tuner.resume({result.path!r}, trainable=your_function)"]
-    return [f"The study did not finish; continue it with: tuner resume {result.path}"]
+    return [f"{unfinished}; continue it with: tuner resume {result.path}"]
 
 
 def no_usable_metric(result: TuneResult) -> str | None:

@@ -181,6 +181,18 @@ def test_an_interrupted_study_says_how_to_continue_and_exits_130(tmp_path, capsy
         assert "continue it with: tuner resume" in out
 
 
+def test_an_interrupted_study_counts_the_trials_it_had_not_started(tmp_path, capsys,
+                                                                    monkeypatch):
+    path = write_study(tmp_path, {"t1": ("completed", 0.9, 3, None),
+                                  "t2": ("interrupted", 0.4, 1, None)}, state="interrupted")
+    record = StudyRecord.load(path)
+    record.num_samples = 6
+    record.save()
+    _, out, _ = cli(capsys, monkeypatch, "report", path)
+    assert (f"The study did not finish (4 of its 6 trials not started); continue it with: "
+            f"tuner resume {path}") in out
+
+
 def test_pruned_trials_listed_above_the_best_are_said_to_have_stopped_early(tmp_path, capsys,
                                                                           monkeypatch):
     """The table ranks every trial by its last value; the best is a completed trial's."""
