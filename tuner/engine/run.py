@@ -343,7 +343,6 @@ def unschedulable(resources: Mapping[str, float],
             f"one node has, or add a node type that has it")
 
 
-
 def _fit(tuner: Tuner, experiment_dir: str, resources: Mapping[str, float],
          max_concurrent: int | None) -> None:
     # Tune lets a searcher other than random search have one trial waiting for resources at
