@@ -25,7 +25,7 @@ from tuner.lock import LOCK_FILE, StudyLock
 from tuner.record import OPTUNA_JOURNAL, RECORD_FILE, StudyRecord, StudyState
 from tuner.result import TuneResult
 from tuner.search_space import SearchSpace, load_space, parse_space
-from tuner.tracking import DEFAULT_URI, Tracker, flush_all, masked, probe
+from tuner.tracking import DEFAULT_URI, Tracker, flush_all, masked, probe, sqlite_file
 
 
 def tune(trainable: Callable[..., Any],
@@ -153,8 +153,8 @@ def _check_writable(settings: StudySettings, source: str, remote: bool, base: st
         raise ConfigError(source, "storage_path", f"{settings.storage_path!r} cannot hold the "
                           f"study ({why}); pass a directory you can write to")
     uri = settings.mlflow_uri or DEFAULT_URI
-    if uri.startswith("sqlite:///"):
-        db = absolute_uri(uri, base)[len("sqlite:///"):].partition("?")[0]
+    db = sqlite_file(absolute_uri(uri, base))
+    if db is not None:
         why = (f"{db} is a directory" if os.path.isdir(db) else f"{db} is not writable"
                if os.path.exists(db) and not os.access(db, os.R_OK | os.W_OK)
                else _unwritable_dir(os.path.dirname(db)))

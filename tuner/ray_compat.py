@@ -227,22 +227,34 @@ def use_token_if_available() -> None:
 _TOKEN_SETUP = "ray._private.authentication.authentication_token_setup"
 
 
-class _TokenEnabledNotice(logging.Filter):
+class _Dropped(logging.Filter):
+    """Drops the records whose message (its format string) starts with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self._prefix = prefix
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Token authentication is enabled for this Ray")
+        return not str(record.msg).startswith(self._prefix)
 
 
 @contextlib.contextmanager
-def token_notice_quiet() -> Iterator[None]:
-    """While tuner starts a local cluster: without Ray's WARNING that token authentication
-    is on (Ray's default, which tuner keeps; cluster/README.md says so), alarming on a first
-    run. Ray's warning that it is *off* still shows."""
-    logger, notice = logging.getLogger(_TOKEN_SETUP), _TokenEnabledNotice()
-    logger.addFilter(notice)
+def lines_dropped(logger_name: str, prefix: str) -> Iterator[None]:
+    """Within the block, logger ``logger_name`` drops its lines that start with ``prefix``
+    (a Ray line that changes its words just shows again)."""
+    logger, dropped = logging.getLogger(logger_name), _Dropped(prefix)
+    logger.addFilter(dropped)
     try:
         yield
     finally:
-        logger.removeFilter(notice)
+        logger.removeFilter(dropped)
+
+
+def token_notice_quiet() -> contextlib.AbstractContextManager[None]:
+    """While tuner starts a local cluster: without Ray's WARNING that token authentication
+    is on (Ray's default, which tuner keeps; cluster/README.md says so), alarming on a first
+    run. Ray's warning that it is *off* still shows."""
+    return lines_dropped(_TOKEN_SETUP, "Token authentication is enabled for this Ray")
 
 
 def missing_token(address: str, maybe: bool = False) -> StudyError:

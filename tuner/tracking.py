@@ -70,6 +70,12 @@ def masked(uri: str, text: str | None = None) -> str:
     return text.replace(parts.netloc.rpartition("@")[0] + "@", f"{parts.username}:***@")
 
 
+def sqlite_file(uri: str) -> str | None:
+    """The database file a ``sqlite:///`` URI names (its ``?`` options dropped; relative to
+    the working directory unless absolute, as sqlite reads it), or None for other stores."""
+    return uri[len("sqlite:///"):].partition("?")[0] if uri.startswith("sqlite:///") else None
+
+
 def _artifacts_beside(uri: str, experiment: str) -> str | None:
     """Where a new experiment of a sqlite store keeps its artifacts (the Pareto plot, the
     space): beside the database, in ``mlruns/<experiment>``, not in ``./mlruns`` of whatever
@@ -77,8 +83,8 @@ def _artifacts_beside(uri: str, experiment: str) -> str | None:
     import re
     from pathlib import Path
 
-    path = uri[len("sqlite:///"):].partition("?")[0] if uri.startswith("sqlite:///") else ""
-    if path in ("", ":memory:"):
+    path = sqlite_file(uri)
+    if path in (None, "", ":memory:"):
         return None
     db = Path(path).resolve()  # a relative path is from the working directory, as sqlite's
     return (db.parent / "mlruns" / re.sub(r"[^\w.-]", "_", experiment)).as_uri()
@@ -169,10 +175,10 @@ def _schema_lock(uri: str) -> Iterator[None]:
     tables then, and two studies starting together on a new file race (``table ...
     already exists``). An ``flock`` on the database file itself (sqlite locks with
     ``fcntl``, which does not see it); other stores need none."""
-    if not uri.startswith("sqlite:///"):
+    path = sqlite_file(uri)
+    if path is None:
         yield
         return
-    path = uri[len("sqlite:///"):]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -161,17 +161,6 @@ class _TrialErrorsInShort(logging.Filter):
         return True
 
 
-class _IncompleteTrialsSaid(logging.Filter):
-    """Drops Tune's closing "Trials did not complete: [train_..., ...]": the study's table
-    says which trials failed, with their errors (a changed message just shows again)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg != "Trials did not complete: %s"
-
-
-_INCOMPLETE_LOGGER = "ray.tune.tune"
-
-
 @contextlib.contextmanager
 def _study_process(experiment_dir: str) -> Iterator[None]:
     """What a study changes in this process -- Tune's switches, log levels, Optuna's
@@ -181,8 +170,6 @@ def _study_process(experiment_dir: str) -> Iterator[None]:
     error_logger, error_prefix = ray_compat.trial_error_log()
     trial_errors = _TrialErrorsInShort(error_prefix)
     logging.getLogger(error_logger).addFilter(trial_errors)
-    incomplete = _IncompleteTrialsSaid()
-    logging.getLogger(_INCOMPLETE_LOGGER).addFilter(incomplete)
     env = {k: os.environ.get(k) for k in (*_ENV, _PENDING)}
     levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
     verbosity = optuna.logging.get_verbosity()
@@ -192,7 +179,10 @@ def _study_process(experiment_dir: str) -> Iterator[None]:
         logging.getLogger(name).setLevel(logging.ERROR)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        with warnings.catch_warnings():
+        # Tune's closing "Trials did not complete: [train_...]": the study's table lists
+        # the failed trials, with their errors
+        with warnings.catch_warnings(), ray_compat.lines_dropped("ray.tune.tune",
+                                                                 "Trials did not complete"):
             # OptunaSearch times the space's define-by-run function, TPE's sampling included,
             # and past 1 s tells the user to move training out of it: ours holds none.
             warnings.filterwarnings("ignore", message=_SLOW_SUGGEST, category=UserWarning)
@@ -207,7 +197,6 @@ def _study_process(experiment_dir: str) -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
         optuna.logging.set_verbosity(verbosity)
         logging.getLogger(error_logger).removeFilter(trial_errors)
-        logging.getLogger(_INCOMPLETE_LOGGER).removeFilter(incomplete)
         for per_study in (_BOOKS, _CHECKED, VERBOSE):
             per_study.pop(experiment_dir, None)
 
