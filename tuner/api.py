@@ -20,7 +20,7 @@ from tuner.config import (
     settings_from,
     with_overrides,
 )
-from tuner.errors import ConfigError, StudyError, TunerError
+from tuner.errors import ConfigError, MetricNotReported, StudyError, TunerError
 from tuner.lock import LOCK_FILE, StudyLock
 from tuner.record import OPTUNA_JOURNAL, RECORD_FILE, StudyRecord, StudyState
 from tuner.result import TuneResult
@@ -88,10 +88,8 @@ def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettin
     _check_writable(settings, source, remote, base)
     # The record and the Optuna journal stay with the driver (on-demand head); checkpoints
     # and Tune's experiment state go to storage_path, local or s3://.
-    results = os.path.abspath(os.path.join(base, "tuner_results" if remote
-                                           else settings.storage_path))
-    if settings.name:  # refused before Ray starts; again under the lock, in case of a race
-        _refuse_existing(os.path.join(results, settings.name), settings.name)
+    results = results_dir(settings, base)
+    refuse_existing(settings, space, source, base)  # before Ray starts; again under the lock
     try:
         engine.preflight(settings, source)
     except KeyboardInterrupt:
@@ -99,7 +97,7 @@ def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettin
     name, path = _study_dir(results, settings.name, _stem(space.source))
     tune_path = f"{settings.storage_path.rstrip('/')}/{name}" if remote else path
     with StudyLock(path):
-        _refuse_existing(path, name)
+        _refuse_existing(path, name, source, space)
         if settings.seed is None:
             settings = replace(settings, seed=random.SystemRandom().randrange(2**31))
             if verbose:
@@ -133,15 +131,40 @@ def run(trainable: Callable[..., Any], space: SearchSpace, settings: StudySettin
                   f"{masked(uri)}", flush=True)
         try:
             engine.run_study(trainable, space, settings, path, tune_path, verbose=verbose)
+        except MetricNotReported as exc:  # the metric is a setting: say where it was set
+            raise MetricNotReported(f"{source}: metric: {exc}") from None
         finally:
             _close(path, tracker)
     return TuneResult.load(path)
 
 
-def _refuse_existing(path: str, name: str) -> None:
-    if StudyRecord.exists(path):
-        raise StudyError(f"{path}: a study named {name!r} exists already; run "
-                         f"`tuner resume {path}` to continue it, or choose another name")
+def results_dir(settings: StudySettings, base: str = ".") -> str:
+    """Where studies' directories go: ``storage_path`` (relative to ``base``), or, when
+    that is remote, ``tuner_results`` beside the driver."""
+    remote = is_remote(settings.storage_path)
+    return os.path.abspath(os.path.join(base, "tuner_results" if remote
+                                        else settings.storage_path))
+
+
+def refuse_existing(settings: StudySettings, space: SearchSpace, source: str,
+                    base: str = ".") -> None:
+    """Refuse ``settings.name`` if a study of that name exists (``tuner validate`` too)."""
+    if settings.name:
+        path = os.path.join(results_dir(settings, base), settings.name)
+        _refuse_existing(path, settings.name, source, space)
+
+
+def _refuse_existing(path: str, name: str, source: str, space: SearchSpace) -> None:
+    """A name is a study's: the settings name the one on record, not this run's."""
+    if not StudyRecord.exists(path):
+        return
+    try:
+        same = parse_space(StudyRecord.load(path).space).to_dict() == space.to_dict()
+    except TunerError:  # a record this version cannot read: nothing to say of its space
+        same = True
+    raise ConfigError(source, "name", f"a study named {name!r} exists already in {path}"
+                      f"{'' if same else ' (with another search space)'}; `tuner resume "
+                      f"{path}` continues it as recorded, or choose another name")
 
 
 def _check_writable(settings: StudySettings, source: str, remote: bool, base: str) -> None:
@@ -260,6 +283,8 @@ def resume(path: str, trainable: Callable[..., Any] | None = None,
                     f"name and a higher num_samples)")
             record.settings["budget_usd"] = settings.budget_usd
             record.stop_reason = None
+        elif record.stop_reason == "metric":  # the trainable may report it now; if not,
+            record.stop_reason = None          # the study stops again at its first result
         elif record.stop_reason == "budget":
             spent = record.cost.get(BUDGET_FIGURES[settings.budget_scope], 0.0)
             raise StudyError(

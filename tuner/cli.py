@@ -169,8 +169,11 @@ def _validate(args: argparse.Namespace) -> int:
         config = check_cluster_config(args.file)
         print(f"{args.file}: valid Ray cluster config ({', '.join(config['available_node_types'])})")
     elif "trainable" in data or "space" in data:
+        from tuner.api import refuse_existing
+
         exp = load_experiment(args.file)
         exp.load_trainable()
+        refuse_existing(exp.settings, exp.space, exp.source)  # as `tuner run` would
         print(f"{args.file}: valid experiment ({count(len(exp.space.params), 'parameter')}, "
               f"{count(exp.settings.num_samples, 'trial')}, "
               f"{'maximise' if exp.settings.mode == 'max' else 'minimise'} {exp.settings.metric})")

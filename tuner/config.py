@@ -289,8 +289,12 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
 
     trainable = data["trainable"]
     if not isinstance(trainable, str) or not re.match(r"^[\w.]+:\w+$", trainable):
-        raise ConfigError(source, "trainable", f"must be 'module:function', e.g. "
-                          f"'examples.digits_mlp:train', got {trainable!r}")
+        dotted = (isinstance(trainable, str) and re.match(r"^[\w.]+\.\w+$", trainable)
+                  and not trainable.endswith(".py"))
+        hint = (f"'{trainable.rpartition('.')[0]}:{trainable.rpartition('.')[2]}'" if dotted
+                else "'examples.digits_mlp:train'")
+        raise ConfigError(source, "trainable", f"must be 'module:function', e.g. {hint}, "
+                          f"got {trainable!r}")
 
     space_ref = data["space"]
     if isinstance(space_ref, str):

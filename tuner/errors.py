@@ -27,9 +27,16 @@ class StudyError(TunerError):
     """A study could not run or resume; the message says the next command to try."""
 
 
+class MetricNotReported(StudyError):
+    """A trial reported without the study's metric: the study stops, its record says why
+    (stop reason ``metric``) and ``tuner resume`` goes on once the trainable reports it."""
+
+
 def did_you_mean(name: str, valid: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest valid name, or ``""``."""
-    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.6)
+    valid, name = list(valid), str(name)
+    close = (difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+             or [v for v in valid if len(name) >= 4 and v.startswith(name)][:1])  # `grace`
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

@@ -102,7 +102,7 @@ class StudyRecord:
     state: StudyState = StudyState.RUNNING
     resumes: int = 0
     trials: dict[str, TrialEntry] = field(default_factory=dict)
-    stop_reason: str | None = None
+    stop_reason: str | None = None  # "budget" (spent), "metric" (a trial reported without it)
     cost: dict[str, float] = field(default_factory=dict)  # the meter's totals
     cost_to_best_usd: float | None = None  # as studies before TrialEntry.spent_usd wrote it
     budget_alerts: list[float] = field(default_factory=list)

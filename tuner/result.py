@@ -29,7 +29,8 @@ class TuneResult:
     best_metric: float | None
     mlflow_uri: str
     parent_run_id: str
-    trials: pd.DataFrame  # one row per trial: TRIAL_COLUMNS, the metric named as the study's
+    trials: pd.DataFrame  # one row per trial: TRIAL_COLUMNS, the metric named as the study's,
+    #                       then config/<parameter> for each parameter of the space
     cost: dict[str, float]  # cost_usd, wasted_usd, useful_usd, idle_usd, cluster_usd, ...
     cost_to_best_usd: float | None = None  # trial dollars spent when the best value came
     stop_reason: str | None = None
@@ -60,6 +61,8 @@ class TuneResult:
             row["status"] = row["status"].value
         frame = pd.DataFrame(rows, columns=TRIAL_COLUMNS).rename(
             columns={"metric": record.metric, "best_metric": f"best_{record.metric}"})
+        for name in record.space:  # one column per parameter, named as Ray Tune's frames do
+            frame[f"config/{name}"] = frame["config"].map(lambda c, n=name: c.get(n))
         best = record.best()
         return cls(
             path=record.path, name=record.name, metric=record.metric, mode=record.mode,

@@ -122,6 +122,10 @@ def _ending(result: TuneResult) -> list[str]:
                          "start, while the trials started, spent it all; a budget must cover "
                          "that too")
         return lines
+    if result.stop_reason == "metric":
+        return [f"The study stopped: a trial reported without its metric {result.metric!r}; "
+                f"once the trainable reports it, continue with: tuner resume {result.path} "
+                f"(a study's metric cannot change: for another, start a new study)"]
     if result.stop_reason:
         return [f"Stopped early: {result.stop_reason}"]
     if result.state == "running":  # a live driver holds it (TuneResult.load asked its lock)
@@ -275,7 +279,9 @@ def best_lines(result: TuneResult) -> list[str]:
                      f"{'were' if len(above) > 1 else 'was'} stopped early, at "
                      f"{int(above['iterations'].max())} iterations at most: a value measured "
                      f"at fewer iterations does not count as best)")
-    return [*lines, f"Best config: {result.best_config}", *_edge_lines(result)]
+    # a value at the end of a range says "widen it" only once measured over the whole run
+    edges = _edge_lines(result) if best["status"] == "completed" else []
+    return [*lines, f"Best config: {result.best_config}", *edges]
 
 
 def _edge_lines(result: TuneResult) -> list[str]:

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 import tuner
 from tests.helpers import counting_trainable, user_env
-from tuner.errors import ConfigError, StudyError
+from tuner.errors import ConfigError
 
 SPACE = {"rate": {"type": "float", "low": 0.05, "high": 1.0, "log": True}}
 
@@ -123,7 +123,8 @@ def test_a_relative_sqlite_store_is_recorded_absolute(ray_cluster, study_dir, tm
 
 def test_a_study_that_exists_is_not_started_twice(ray_cluster, study_dir):
     tuner.tune(curve, SPACE, metric="acc", num_samples=1, max_t=2, name="once", verbose=False)
-    with pytest.raises(StudyError, match="exists already; run `tuner resume"):
+    with pytest.raises(ConfigError, match=r"^tune\(\): name: a study named 'once' exists "
+                                         r"already in .*; `tuner resume .*` continues it"):
         tuner.tune(curve, SPACE, metric="acc", num_samples=1, max_t=2, name="once",
                    verbose=False)
 

@@ -132,18 +132,38 @@ def test_a_study_whose_every_trial_failed_ends_its_parent_run_failed(ray_cluster
 
 
 def wrong_metric(config):
-    tuner.report({"accuracy": 0.5})
+    """Reports `accuracy` until the file `config["fixed"]` names exists (the user's fix:
+    Tune resumes a study only with the trainable it started, by name)."""
+    tuner.report({"val_accuracy" if os.path.exists(config["fixed"]) else "accuracy": 0.5})
 
 
 def test_an_unknown_metric_stops_the_study_with_a_clear_error(ray_cluster, study_dir):
-    with pytest.raises(StudyError, match=r"reported \['accuracy'\] but not the study's metric "
-                                         r"'val_accuracy'"):
-        tuner.tune(wrong_metric, {"x": {"type": "float", "low": 0, "high": 1}},
+    """The error names where the metric was set; the record says why the study stopped, so
+    `tuner report` does not offer a plain resume; once the trainable reports the metric,
+    `tuner resume` finishes the study."""
+    from tuner.summary import format_table
+
+    fixed = study_dir / "fixed"
+    with pytest.raises(StudyError, match=r"^tune\(\): metric: trial \w+ reported \['accuracy'\] "
+                                         r"but not the study's metric 'val_accuracy'"):
+        tuner.tune(wrong_metric, {"fixed": {"type": "categorical", "choices": [str(fixed)]}},
                    metric="val_accuracy", num_samples=2, name="wrong", verbose=False)
-    record = tuner.TuneResult.load(study_dir / "tuner_results" / "wrong")
+    path = study_dir / "tuner_results" / "wrong"
+    record = tuner.TuneResult.load(path)
     client = MlflowClient(record.mlflow_uri)
     assert client.get_run(record.parent_run_id).info.status == "KILLED"
+    assert client.get_run(record.parent_run_id).data.tags["tuner.stop_reason"] == "metric"
     assert record.trials["iterations"].max() == 1  # the iteration it ran is on the record
+    assert record.stop_reason == "metric"
+    assert format_table(record).splitlines()[-1] == (
+        f"The study stopped: a trial reported without its metric 'val_accuracy'; once the "
+        f"trainable reports it, continue with: tuner resume {path} (a study's metric cannot "
+        f"change: for another, start a new study)")
+
+    fixed.touch()
+    resumed = tuner.resume(str(path), trainable=wrong_metric, verbose=False)
+    assert resumed.state == "finished" and resumed.stop_reason is None
+    assert resumed.best_metric == 0.5
 
 
 def reserved_metric(config):

@@ -350,8 +350,15 @@ def test_validate_counts_a_spaces_parameters_and_names_its_constants_apart(tmp_p
                           f"constant epochs)"
 
 
-def test_a_named_study_that_exists_is_refused_before_ray_starts(tmp_path, capsys, monkeypatch):
-    """Spies on the engine's preflight (what joins or starts Ray): it must not be called."""
+@pytest.mark.parametrize("recorded, says", [
+    ({"x": {"type": "float", "low": 0, "high": 1}}, ""),
+    ({"x": {"type": "float", "low": 0, "high": 2}}, " (with another search space)"),
+])
+def test_a_named_study_that_exists_is_refused_before_ray_starts(tmp_path, capsys, monkeypatch,
+                                                                recorded, says):
+    """Spies on the engine's preflight (what joins or starts Ray): it must not be called. The
+    name is the file's to change (exit 2, and `validate` says so first); a space unlike the
+    recorded one is said, since `tuner resume` would go on with the recorded one."""
     from tuner import engine
     from tuner.record import StudyRecord
 
@@ -361,12 +368,13 @@ def test_a_named_study_that_exists_is_refused_before_ray_starts(tmp_path, capsys
     existing.mkdir(parents=True)
     StudyRecord.create(str(existing), name="once", metric="acc", mode="max", num_samples=1,
                        mlflow_uri="sqlite:///mlflow.db", mlflow_experiment="once",
-                       parent_run_id="p1", settings={})
-    code, _, err = main(capsys, "run", _study_files(tmp_path, "name: once"))
-    assert code == 1  # the study's trouble, not the input's
-    assert err.strip() == (
-        f"error: {existing}: a study named 'once' exists already; run `tuner resume {existing}` "
-        f"to continue it, or choose another name")
+                       parent_run_id="p1", settings={}, space=recorded)
+    for command in ("validate", "run"):
+        code, _, err = main(capsys, command, _study_files(tmp_path, "name: once"))
+        assert code == 2
+        assert err.strip() == (
+            f"error: exp.yaml: name: a study named 'once' exists already in {existing}{says}; "
+            f"`tuner resume {existing}` continues it as recorded, or choose another name")
 
 
 @pytest.mark.parametrize("command", ["run", "estimate"])

@@ -223,6 +223,18 @@ def test_the_report_says_when_the_best_value_sits_at_the_end_of_its_searched_ran
     assert "Best config: {'lr': 0.1}" in out and "searched range" not in out
 
 
+def test_a_best_trial_that_did_not_complete_gets_no_advice_to_widen_its_range(
+        tmp_path, capsys, monkeypatch):
+    """An interrupted study's best is a trial measured part of the way: its lr at the end
+    of the range is no evidence yet that the range is too narrow."""
+    space = {"lr": {"type": "float", "low": 1.0e-3, "high": 0.1, "log": True}}
+    path = write_study(tmp_path, {"t1": ("interrupted", 0.9, 3, None)}, space=space,
+                       state="interrupted")
+    _, out, _ = cli(capsys, monkeypatch, "report", path)
+    assert "Best acc: 0.9 (trial t1, interrupted, 3 iterations)\nBest config: {'lr': 0.1}\n" in out
+    assert "searched range" not in out
+
+
 def test_an_interrupted_study_of_a_main_module_function_says_to_resume_from_python(
         tmp_path, capsys, monkeypatch):
     """A trainable defined in ``__main__`` has no importable name on record: `tuner resume`
@@ -299,3 +311,15 @@ def test_the_report_says_when_the_cluster_bill_is_a_share_of_a_shared_cluster(tm
     assert any("share of a cluster shared with 2 other studies" in line for line in shared)
     assert [line for line in shared if "Cluster bill" in line] == [
         line for line in alone if "Cluster bill" in line]
+
+
+def test_the_trials_frame_has_a_column_per_parameter_as_ray_tune_names_them(tmp_path):
+    """`result.trials["config/lr"]`, as in Ray Tune's result frames; a parameter a trial did
+    not draw (a conditional one) is missing there, not an error."""
+    space = {"lr": {"type": "float", "low": 1.0e-3, "high": 1.0, "log": True},
+             "momentum": {"type": "float", "low": 0.0, "high": 0.9, "when": {"lr": 0.1}}}
+    path = write_study(tmp_path, {"t1": ("completed", 0.9, 30, None)}, space=space)
+    frame = TuneResult.load(path).trials
+    assert frame["config/lr"].tolist() == [0.1]
+    assert frame["config/momentum"].isna().all()
+    assert frame["config"].tolist() == [{"lr": 0.1}]

@@ -100,6 +100,8 @@ class _StudyCallback(Callback):
         if not held and self.book.holds_node(trial.trial_id):
             self._share_cluster()  # what it holds changed: tell the other studies now
         if self.book.record.metric not in result:  # its iteration and cost recorded first
+            self.book.record.stop_reason = "metric"  # `tuner report` says why, resume clears it
+            self.book.save(force=True)
             raise missing_metric(trial.trial_id, self.book.record.metric, result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

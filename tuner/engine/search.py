@@ -18,7 +18,7 @@ from ray.tune.search.optuna import OptunaSearch
 from tuner import ray_compat
 from tuner.config import RESERVED_PREFIX
 from tuner.engine.trial import BUSY_S, BUSY_UNTIL, ITERATION, NODE_ID
-from tuner.errors import StudyError
+from tuner.errors import MetricNotReported, StudyError
 from tuner.record import OPTUNA_JOURNAL
 from tuner.study import check_metric
 
@@ -38,10 +38,10 @@ def user_metrics(result: Mapping[str, Any]) -> dict[str, float]:
             if _is_user_key(k) and isinstance(v, numbers.Real) and not isinstance(v, bool)}
 
 
-def missing_metric(trial_id: str, metric: str, result: Mapping[str, Any]) -> StudyError:
+def missing_metric(trial_id: str, metric: str, result: Mapping[str, Any]) -> MetricNotReported:
     """The error that stops a study whose trial reported without the study's metric."""
     mine = sorted(k for k in result if _is_user_key(k))
-    return StudyError(
+    return MetricNotReported(
         f"trial {trial_id} reported {mine or 'no metrics'} but not the study's metric "
         f"{metric!r}: report it (tuner.report({{{metric!r}: ...}})), then `tuner resume` the "
         f"study; or, if the metric's name is wrong, start a new study (another name) with "
