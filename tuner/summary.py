@@ -126,8 +126,6 @@ def _ending(result: TuneResult) -> list[str]:
         return [f"The study stopped: a trial reported without its metric {result.metric!r}; "
                 f"once the trainable reports it, continue with: tuner resume {result.path} "
                 f"(a study's metric cannot change: for another, start a new study)"]
-    if result.stop_reason:
-        return [f"Stopped early: {result.stop_reason}"]
     if result.state == "running":  # a live driver holds it (TuneResult.load asked its lock)
         return ["The study is running: its driver goes on; report again for later figures"]
     if result.state == "finished":
