@@ -12,6 +12,7 @@ import json
 import math
 import numbers
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -122,9 +123,9 @@ class StudyBook:
         try:
             ids = tag_study(cluster, self.record.name, region)
         except Exception as exc:  # no credentials, no permission, throttled
-            self._say(f"[tuner] warning: could not tag the instances of cluster {cluster!r} "
-                      f"with {STUDY_TAG}={self.record.name} ({type(exc).__name__}: {exc}); "
-                      f"the bill will not be grouped by study")
+            _warn(f"[tuner] warning: could not tag the instances of cluster {cluster!r} "
+                  f"with {STUDY_TAG}={self.record.name} ({type(exc).__name__}: {exc}); "
+                  f"the bill will not be grouped by study")
             return
         self._say(f"[tuner] tagged {len(ids)} instances of cluster {cluster!r} with "
                   f"{STUDY_TAG}={self.record.name}")
@@ -175,10 +176,10 @@ class StudyBook:
                 info = node_info(node, self._catalog, *self._defaults)
                 if not info.labelled and not self._warned_unlabelled:
                     self._warned_unlabelled = True
-                    self._say(f"[tuner] warning: node {info.node_id[:8]} has no tuner.io/ labels; "
-                              f"pricing unlabelled nodes as {info.instance_type} "
-                              f"{info.market.value} in {info.region} (default_instance_type, "
-                              f"default_market, region)")
+                    _warn(f"[tuner] warning: node {info.node_id[:8]} has no tuner.io/ labels; "
+                          f"pricing unlabelled nodes as {info.instance_type} "
+                          f"{info.market.value} in {info.region} (default_instance_type, "
+                          f"default_market, region)")
                 # the bill while the study runs: a node up before its driver counts from then
                 self.meter.node_up(info, max(launched_at(node) or now, self._started))
         for node_id in self.meter.live_nodes:
@@ -423,6 +424,11 @@ class StudyBook:
     def _say(self, line: str) -> None:
         if self._verbose:
             print(line, flush=True)
+
+
+def _warn(line: str) -> None:
+    """A warning: on stderr, and quiet or not (``verbose`` silences progress only)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def _same(logged: float | None, recorded: float) -> bool:

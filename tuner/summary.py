@@ -67,11 +67,16 @@ def money(usd: float) -> str:
 
 
 def pareto(trials: pd.DataFrame, metric: str, mode: str) -> list[str]:
-    """Trial ids no other trial beats on both cost (lower) and metric; failed trials aside,
-    as they are never the best (``StudyRecord.best``)."""
+    """Trial ids no other trial beats on both cost (lower) and metric, among the trials that
+    could be the best (``StudyRecord.best``): the completed ones, or, if none completed,
+    those that did not fail. A pruned trial is cheap because it stopped early; its value is
+    not a trained model's."""
     sign = 1 if mode == "max" else -1
+    if "status" in trials:
+        done = trials["status"].eq("completed")
+        trials = trials[done] if done.any() else trials[trials["status"].ne("failed")]
     rows = [(r.trial_id, r.cost_usd, sign * r[metric]) for _, r in trials.iterrows()
-            if finite(r.get("cost_usd")) and finite(r[metric]) and r.get("status") != "failed"]
+            if finite(r.get("cost_usd")) and finite(r[metric])]
     front = []
     for tid, cost, value in rows:
         dominated = any(c <= cost and v >= value and (c < cost or v > value)

@@ -194,6 +194,9 @@ def _client(uri: str) -> Any:
     if uri not in _CLIENTS:
         # "Creating initial MLflow database tables..." on a new store: not news to a user
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+        # a tracking server's client prints two links as each run ends (14 lines for 6
+        # trials, the experiment's opening MLflow's GenAI view); the study prints its own
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         with _schema_lock(uri):  # MLflow opens the store, creating its tables, here
             _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
     return _CLIENTS[uri]

@@ -34,10 +34,12 @@ def curve(config):
         tuner.report({"acc": acc, "loss": 1 - acc}, state=state)
 
 
-def test_asha_prunes_and_optuna_and_mlflow_record_it(ray_cluster, study_dir, mlflow_server):
+def test_asha_prunes_and_optuna_and_mlflow_record_it(ray_cluster, study_dir, mlflow_server,
+                                                     capsys):
     result = tuner.tune(curve, SPACE, metric="acc", mode="max", num_samples=10, max_t=9,
                         grace_period=1, reduction_factor=3, name="asha",
                         mlflow_uri=mlflow_server, seed=1, verbose=False)
+    assert "View run" not in capsys.readouterr().out  # MLflow's own links: the study has its own
     trials = result.trials
     assert len(trials) == 10
     pruned = trials[trials.status == "pruned"]

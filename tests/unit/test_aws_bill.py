@@ -92,3 +92,40 @@ def test_report_aws_without_a_cluster_name_says_how_to_give_one(aws, tmp_path, c
     record = _study(tmp_path)
     assert main(["report", record.path, "--aws"]) == 2
     assert "pass --cluster NAME" in capsys.readouterr().err
+
+
+@pytest.fixture
+def no_credentials(aws, tmp_path, monkeypatch):
+    """No AWS credentials anywhere: the environment's emptied (not removed: moto restores
+    its own on exit), no config files, the instance metadata endpoint off."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it keeps the credentials it found
+
+
+def test_report_aws_without_credentials_says_so_in_one_line(no_credentials, tmp_path, capsys):
+    """One error line naming what to give, exit 1, no traceback; the study's own report is
+    printed first."""
+    record = _study(tmp_path, aws_cluster="spot-tuner")
+    assert main(["report", record.path, "--aws"]) == 1
+    out, err = capsys.readouterr()
+    assert "MLflow" in out
+    assert err == ("error: AWS did not list the instances of cluster 'spot-tuner' in us-east-1 "
+                   "(NoCredentialsError: Unable to locate credentials); give this machine AWS "
+                   "credentials (AWS_PROFILE, `aws configure`) that allow ec2:DescribeInstances\n")
+
+
+def test_a_quiet_study_still_warns_when_it_cannot_tag_its_cluster(no_credentials, tmp_path,
+                                                                  capsys):
+    """`--quiet` (verbose=False) drops progress lines, not warnings: with no credentials
+    the study goes on untagged and says so on stderr."""
+    record = _study(tmp_path, aws_cluster="spot-tuner")
+    StudyBook(record.path, verbose=False)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("[tuner] warning: could not tag the instances of cluster "
+                          "'spot-tuner' with ")
+    assert err.rstrip().endswith("the bill will not be grouped by study")

@@ -211,8 +211,7 @@ def test_the_study_description_is_the_pareto_set_with_the_links(tmp_path):
     assert "[acc against cost (chart)](http://u/cost)" in note and "(http://u/runs)" in note
     rows = [line for line in note.splitlines() if line.startswith("| ")]
     assert rows[0] == "| trial | acc | dollars | market | status |"
-    assert rows[1:] == ["| cheap | 0.3 | $0.000001200 | spot | pruned |",
-                        "| mid | 0.9 | $0.00008197 | spot | completed |",
+    assert rows[1:] == ["| mid | 0.9 | $0.00008197 | spot | completed |",  # not the pruned
                         "| best (best) | 0.95 | $0.0004120 | on-demand | completed |"]
     assert not re.search(r"\de-\d", note)
 

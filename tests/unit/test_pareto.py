@@ -56,6 +56,15 @@ def test_of_two_trials_as_good_only_the_cheaper_is_on_the_front():
     assert pareto(trials, "acc", "max") == ["cheap"]
 
 
+def test_pruned_trials_are_not_on_the_front_once_a_trial_completed():
+    """A pruned trial is cheap because ASHA stopped it: not a choice of model to train."""
+    trials = table(("stopped-early", 0.1, 0.08), ("done", 1.0, 0.9), ("dear", 2.0, 0.95))
+    trials["status"] = ["pruned", "completed", "completed"]
+    assert pareto(trials, "acc", "max") == ["done", "dear"]
+    trials["status"] = ["pruned", "interrupted", "failed"]  # none completed: as the best does
+    assert pareto(trials, "acc", "max") == ["stopped-early", "done"]
+
+
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, None])
 def test_a_trial_without_a_finite_metric_is_neither_on_the_front_nor_hides_others(bad):
     trials = table(("free-but-unknown", 0.0, bad), ("a", 1.0, 0.5), ("b", 2.0, 0.7))
@@ -72,7 +81,7 @@ def test_a_trial_without_a_finite_cost_is_neither_on_the_front_nor_hides_others(
 def test_a_failed_trial_is_neither_on_the_front_nor_hides_others():
     """Its configuration made the trainable raise: not one to pick, however cheap or good."""
     trials = table(("failed", 0.5, 0.9), ("a", 1.0, 0.5), ("b", 2.0, 0.7))
-    trials["status"] = ["failed", "completed", "pruned"]
+    trials["status"] = ["failed", "completed", "completed"]
     assert pareto(trials, "acc", "max") == ["a", "b"]
 
 

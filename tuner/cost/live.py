@@ -22,6 +22,7 @@ from typing import Any
 
 from tuner._files import write_json_atomic
 from tuner.cost.catalog import PriceCatalog
+from tuner.errors import StudyError
 
 CACHE_MAX_AGE_S = 3600
 _LOCATION_FILTERS = {"operatingSystem": "Linux", "tenancy": "Shared", "preInstalledSw": "NA",
@@ -170,20 +171,27 @@ class Instance:
 def cluster_instances(cluster: str, region: str, client: Any = None) -> list[Instance]:
     """The instances of the Ray cluster named ``cluster`` (its launcher YAML's
     ``cluster_name``), running or not yet terminated."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     client = client or _ec2(region)
     found = []
     pages = client.get_paginator("describe_instances").paginate(Filters=[
         {"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster]},
         {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])
-    for page in pages:
-        for reservation in page["Reservations"]:
-            for item in reservation["Instances"]:
-                tags = {t["Key"]: t["Value"] for t in item.get("Tags", [])}
-                found.append(Instance(
-                    item["InstanceId"], item["InstanceType"],
-                    "spot" if item.get("InstanceLifecycle") == "spot" else "on-demand",
-                    item["Placement"]["AvailabilityZone"], item["LaunchTime"],
-                    item["State"]["Name"], tags.get(STUDY_TAG)))
+    try:
+        items = [item for page in pages for reservation in page["Reservations"]
+                 for item in reservation["Instances"]]
+    except (BotoCoreError, ClientError) as exc:  # no credentials, no permission, no network
+        raise StudyError(f"AWS did not list the instances of cluster {cluster!r} in {region} "
+                         f"({_why(exc)}); give this machine AWS credentials (AWS_PROFILE, "
+                         f"`aws configure`) that allow ec2:DescribeInstances") from None
+    for item in items:
+        tags = {t["Key"]: t["Value"] for t in item.get("Tags", [])}
+        found.append(Instance(
+            item["InstanceId"], item["InstanceType"],
+            "spot" if item.get("InstanceLifecycle") == "spot" else "on-demand",
+            item["Placement"]["AvailabilityZone"], item["LaunchTime"],
+            item["State"]["Name"], tags.get(STUDY_TAG)))
     return sorted(found, key=lambda i: i.launched)
 
 
