@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from tuner.config import DEFAULT_REGION
-from tuner.errors import ConfigError, TunerError
+from tuner.errors import ConfigError, StudyError, TunerError
 
 if TYPE_CHECKING:
     from tuner.spot.local import WorkerType
@@ -37,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--budget-usd", type=float, metavar="USD",
                    help="raise the study's budget (a study stopped by its budget goes on)")
     p = sub.add_parser("validate", help="check an experiment or search space YAML")
-    p.add_argument("file")
+    p.add_argument("file", help="an experiment, search space or Ray cluster YAML")
     p = sub.add_parser("report", help="print the per-trial table of a study")
     p.add_argument("path", help="the study directory, e.g. tuner_results/<name>")
     p.add_argument("--aws", action="store_true",
@@ -46,8 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cluster", help="the Ray cluster_name on AWS (default: aws_cluster)")
     p = sub.add_parser("dashboard", help="open optuna-dashboard on a study's Optuna journal")
     p.add_argument("path", help="the study directory, e.g. tuner_results/<name>")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
     p = sub.add_parser("estimate", help="expected $ and time of a study, before it runs")
     p.add_argument("experiment", help="experiment YAML")
     p.add_argument("--seconds-per-iteration", type=float,
@@ -62,8 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                     "http://169.254.169.254"),
                    help="instance metadata endpoint (env TUNER_IMDS_ENDPOINT)")
     p.add_argument("--margin", type=float, default=15.0,
-                   help="drain deadline this many seconds before the termination time")
-    p.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
+                   help="drain deadline this many seconds before the termination time "
+                        "(default: %(default)s)")
+    p.add_argument("--interval", type=float, default=5.0,
+                   help="seconds between polls (default: %(default)s)")
     p = sub.add_parser("cluster", help="a local spot cluster: Ray nodes on this machine")
     p.add_argument("action", choices=["up"])
     p.add_argument("--local", action="store_true", required=True,
@@ -77,10 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--time-scale", type=float, default=60.0,
                    help="simulated seconds per real second (default 60: a 2-minute notice "
                         "lasts 2 s)")
-    p.add_argument("--head-cpus", type=int, default=0)
+    p.add_argument("--head-cpus", type=int, default=0,
+                   help="CPUs the head offers to trials (default 0: trials run on workers, "
+                        "as on a cloud cluster's on-demand head)")
     p.add_argument("--dashboard", action="store_true", help="start the dashboard (for ray job submit)")
     p.add_argument("--address-file", help="write the cluster address here once it is up")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the simulated spot market (default: %(default)s)")
     p.add_argument("--ignore-notices", action="store_true",
                    help="run no preemption watcher: spot nodes die without a drain (to "
                         "measure what acting on notices saves)")
@@ -90,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "resources (the autoscaler's idle_timeout_minutes; default: never, "
                         "the workers asked for stay up)")
     p = sub.add_parser("prices", help="show the $/hour a study will be charged")
-    p.add_argument("--region", default=DEFAULT_REGION)
+    p.add_argument("--region", default=DEFAULT_REGION, help="AWS region (default: %(default)s)")
     p.add_argument("--type", action="append", dest="types", metavar="INSTANCE_TYPE",
                    help="only these instance types (repeatable)")
     p.add_argument("--prices", help="a price CSV instead of the shipped catalog")
@@ -286,7 +292,6 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 def _estimate(args: argparse.Namespace) -> int:
     from tuner.config import load_experiment
-    from tuner.errors import ConfigError, StudyError
     from tuner.estimate import duration, estimate, measured_seconds_per_iteration
     from tuner.record import StudyRecord
     from tuner.summary import count, money
@@ -340,6 +345,13 @@ def _watch(args: argparse.Namespace) -> int:
     from tuner.spot.watcher import PreemptionWatcher, gcs_drain
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    host, _, port = args.address.rpartition(":")
+    try:  # Ray's driver would retry a dead address for minutes, printing C++ warnings
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        raise StudyError(f"--address {args.address}: no Ray cluster answers there ({exc}); "
+                         f"run this on a node of a running cluster, with its head's GCS "
+                         f"address (host:6379, or RAY_ADDRESS)") from None
     node_id = args.node_id
     if node_id is None:
         import ray
@@ -393,7 +405,8 @@ def _cluster(args: argparse.Namespace) -> int:
                  else "")
               + f"\n  export RAY_ADDRESS={cluster.address} "
               f"RAY_AUTH_MODE=token"
-              + (f"\n  ray job submit --address {cluster.dashboard_url} -- ..."
+              + (f"\n  RAY_AUTH_MODE=token ray job submit --address {cluster.dashboard_url} "
+                 f"--working-dir . -- python your_script.py"
                  if cluster.dashboard_url else "")
               + "\nCtrl-C (or SIGTERM) stops it.", flush=True)
         cluster.run(stop, lambda event, node: print(f"[cluster] {event} {node[:8]}", flush=True))

@@ -135,6 +135,12 @@ class StudyRecord:
                                                   if len(inside) > 5 else "")
                 raise ConfigError(path, "", f"no study here, but {len(inside)} in it: {shown_}; "
                                   f"pass one, e.g. {os.path.join(path, inside[-1])}")
+            rel = os.path.relpath(path)  # the path as given from the working directory
+            home = os.path.join(os.path.expanduser("~"), rel)
+            if not rel.startswith("..") and os.path.isfile(os.path.join(home, RECORD_FILE)):
+                raise ConfigError(path, "", f"no study here, but there is one at {home} (a Ray "
+                                  f"job's driver keeps relative paths under the home "
+                                  f"directory); pass that")
             raise ConfigError(path, "", f"no study here (missing {RECORD_FILE}); pass the "
                               f"directory a study was written to, e.g. tuner_results/<name>")
         try:

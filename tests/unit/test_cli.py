@@ -74,6 +74,26 @@ def test_report_on_the_storage_path_names_the_studies_in_it(tmp_path, capsys):
         f"mlp-20261129-2; pass one, e.g. {tmp_path}/results/mlp-20261129-2")
 
 
+def test_report_on_a_relative_path_a_job_kept_under_home_points_there(tmp_path, capsys,
+                                                                         monkeypatch):
+    """A Ray job's driver keeps `tuner_results/<name>` under the home directory (its working
+    directory is a copy Ray deletes); the same relative path from the shell finds it there."""
+    from tuner.record import StudyRecord
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    StudyRecord.create(str(home / "tuner_results" / "job"), name="job", metric="acc",
+                       mode="max", num_samples=1, mlflow_uri="sqlite:///m.db",
+                       mlflow_experiment="job", parent_run_id="p", settings={})
+    code, _, err = main(capsys, "report", "tuner_results/job")
+    assert one_line_error(code, err) == (
+        f"error: {work}/tuner_results/job: no study here, but there is one at "
+        f"{home}/tuner_results/job "
+        f"(a Ray job's driver keeps relative paths under the home directory); pass that")
+
+
 def test_resume_of_a_finished_study_says_so_and_starts_nothing(tmp_path):
     """A finished study's record, written here (no Ray, no MLflow store behind it)."""
     from tuner.record import StudyRecord, StudyState
@@ -387,3 +407,15 @@ def test_a_search_space_given_for_an_experiment_says_where_it_belongs(tmp_path, 
         "error: mlp.yaml: is a search space, not an experiment; an experiment file names it "
         "under `space:` (e.g. `space: mlp.yaml`, beside `trainable:` and `metric:`; see "
         "examples/digits_mlp.yaml)")
+
+
+def test_watch_preemption_without_a_cluster_says_so_at_once(capsys):
+    """A port nothing listens on (bound, then closed): one error line, exit 1, instead of
+    Ray's driver retrying the address for minutes."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, out, err = main(capsys, "watch-preemption", "--address", f"127.0.0.1:{port}")
+    assert code == 1 and out == ""
+    assert err.startswith(f"error: --address 127.0.0.1:{port}: no Ray cluster answers there (")
+    assert len(err.strip().splitlines()) == 1
