@@ -57,10 +57,12 @@ def test_asha_prunes_and_optuna_and_mlflow_record_it(ray_cluster, study_dir, mlf
     assert states.count(optuna.trial.TrialState.PRUNED) == len(pruned)
     assert states.count(optuna.trial.TrialState.COMPLETE) == len(completed)
     for t in study.trials:
+        steps = sorted(t.intermediate_values)
+        assert steps == list(range(1, steps[-1] + 1))  # the whole curve, its last step too
         if t.state == optuna.trial.TrialState.PRUNED:
-            steps = sorted(t.intermediate_values)
-            assert steps == list(range(1, steps[-1] + 1)) and steps[-1] < 9
+            assert steps[-1] < 9
         else:
+            assert steps[-1] == 9 and t.intermediate_values[9] == t.value
             assert t.value == pytest.approx(completed.acc.max()) or t.value <= completed.acc.max()
     assert study.best_value == pytest.approx(result.best_metric)
 

@@ -126,14 +126,18 @@ class _Search(OptunaSearch):
             else:
                 self._completed_trials.add(trial_id)
                 return
-        if error or trial_id not in self._asha.pruned or trial_id in self._completed_trials:
-            super().on_trial_complete(trial_id, result, error)
-            return
         ot_trial = self._ot_trials[trial_id]
-        if result and self.metric in result:  # the result that triggered the stop
+        if (not error and trial_id not in self._completed_trials and result
+                and self.metric in result):
+            # the result that ended the trial: Tune gives it here, not to on_trial_result,
+            # so its step joins the curve (the dashboard's; TPE ranks PRUNED trials by it)
             step = int(result[ITERATION])
             if step > self._reported.get(trial_id, 0):
                 ot_trial.report(result[self.metric], step)
+                self._reported[trial_id] = step
+        if error or trial_id not in self._asha.pruned or trial_id in self._completed_trials:
+            super().on_trial_complete(trial_id, result, error)
+            return
         # skip: told before the driver restarted
         self._study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
         self._completed_trials.add(trial_id)
