@@ -55,6 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="declared seconds per iteration (else the experiment's, or --from)")
     p.add_argument("--from", dest="from_study", metavar="PATH",
                    help="measure seconds per iteration from a finished study")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="worker nodes the trials run on at once (default: one, or as many as "
+                        "max_concurrent_trials fills)")
+    p.add_argument("--instance-type", metavar="TYPE",
+                   help="the workers' and head's instance type (default: the experiment's "
+                        "default_instance_type)")
     p = sub.add_parser("watch-preemption", help="on a spot node: drain it on an interruption notice")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "127.0.0.1:6379"),
                    help="the cluster's GCS address (default: RAY_ADDRESS or 127.0.0.1:6379)")
@@ -291,7 +297,9 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from tuner.config import load_experiment
+    from dataclasses import replace
+
+    from tuner.config import load_experiment, with_overrides
     from tuner.estimate import duration, estimate, measured_seconds_per_iteration
     from tuner.record import StudyRecord
     from tuner.summary import count, money
@@ -314,7 +322,13 @@ def _estimate(args: argparse.Namespace) -> int:
         raise ConfigError(exp.source, "seconds_per_iteration", "is needed for an estimate; "
                           "declare it in the file, pass --seconds-per-iteration S, or "
                           "--from a finished study to measure it")
-    e = estimate(exp.settings, spi, source=exp.source)
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError("command line", "--workers", f"must be a whole number >= 1, got "
+                          f"{args.workers}")
+    if args.instance_type:
+        exp = replace(exp, settings=with_overrides(exp.settings, "command line",
+                                                   default_instance_type=args.instance_type))
+    e = estimate(exp.settings, spi, source=exp.source, workers=args.workers)
     s = exp.settings
     print(f"{exp.source}: {count(s.num_samples, 'trial')}, ASHA max_t={s.max_t} grace={s.first_rung} "
           f"eta={s.reduction_factor:g}: about {e.iterations:.0f} iterations of {spi:.3g} s "
@@ -326,8 +340,9 @@ def _estimate(args: argparse.Namespace) -> int:
     for market, usd in e.usd.items():
         bill = (e.cluster_usd or {}).get(market, 0.0)
         print(f"  {market:9}  {money(usd):>12}  {money(bill):>12}")
-    print(f"(trials: their node-seconds; cluster bill: {e.workers} x {e.instance_type} workers "
-          f"and an on-demand {e.instance_type} head for the whole study; restarts add to both)")
+    print(f"(trials: their node-seconds; cluster bill: {count(e.workers, e.instance_type + ' worker')}"
+          f" and an on-demand {e.instance_type} head for the whole study; restarts add to both;"
+          f" --workers N and --instance-type TYPE for another cluster)")
     if s.budget_usd:
         figures = e.cluster_usd if s.budget_scope == "cluster" else e.usd
         what = "cluster bill" if s.budget_scope == "cluster" else "trials' dollars"

@@ -84,8 +84,10 @@ def expected_iterations(num_samples: int, max_t: int, grace_period: int,
 
 
 def estimate(settings: StudySettings, seconds_per_iteration: float,
-             catalog: PriceCatalog | None = None, source: str = "estimate") -> Estimate:
-    """The study's iterations, time and dollars on ``settings.default_instance_type``;
+             catalog: PriceCatalog | None = None, source: str = "estimate",
+             workers: int | None = None) -> Estimate:
+    """The study's iterations, time and dollars on ``settings.default_instance_type``, with
+    ``workers`` nodes of it (default: as many as ``max_concurrent_trials`` fills, or one);
     resources that do not fit one such node are refused, naming ``source``."""
     catalog = catalog or PriceCatalog.load(settings.prices)
     price = catalog.get(settings.default_instance_type, settings.region)
@@ -99,13 +101,14 @@ def estimate(settings: StudySettings, seconds_per_iteration: float,
                           f"them)")
     share = gpus / price.gpus if gpus else cpus / max(price.vcpus, 1)
     slots = max(1, math.floor(1 / share)) if share else 1
-    concurrency = min(settings.num_samples, settings.max_concurrent_trials or slots)
+    concurrency = min(settings.num_samples,
+                      settings.max_concurrent_trials or slots * (workers or 1))
     iterations = expected_iterations(settings.num_samples, settings.max_t, settings.first_rung,
                                      settings.reduction_factor)
     seconds = iterations * seconds_per_iteration
     usd = {m.value: seconds * price.hourly(m) / 3600 * share for m in Market}
     wall = seconds / concurrency
-    workers = max(1, math.ceil(concurrency * share))
+    workers = workers or max(1, math.ceil(concurrency * share))
     head = wall * price.hourly(Market.ON_DEMAND) / 3600
     cluster = {m.value: head + workers * wall * price.hourly(m) / 3600 for m in Market}
     return Estimate(iterations, seconds_per_iteration, concurrency, wall, usd,

@@ -161,3 +161,31 @@ def test_a_non_positive_seconds_per_iteration_on_the_command_line_is_named_as_su
     assert out.returncode == 2
     assert out.stderr.strip() == ("error: command line: --seconds-per-iteration: must be a "
                                   "number of seconds > 0, got -5")
+
+
+def test_the_cluster_can_be_described_on_the_command_line(tmp_path):
+    """`--workers 3 --instance-type c5.xlarge`: 3 four-vCPU workers hold 12 one-CPU trials
+    at once, and the bill is 3 of them and a c5.xlarge head; a type with no price is named."""
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(open(os.path.join(ROOT, "examples", "digits_mlp.yaml")).read()
+                   .replace("../search_spaces", os.path.join(ROOT, "search_spaces")))
+    settings = StudySettings(metric="acc", num_samples=24, default_instance_type="c5.xlarge",
+                             resources_per_trial={"cpu": 1})
+    e = estimate(settings, 0.3, workers=3)
+    assert (e.concurrency, e.workers) == (12, 3)
+    price = PriceCatalog.load().get("c5.xlarge", "us-east-1")
+    assert e.cluster_usd["spot"] == pytest.approx(
+        e.wall_seconds / 3600 * (price.on_demand_usd_hour + 3 * price.spot_usd_hour))
+    out = subprocess.run([sys.executable, "-m", "tuner.cli", "estimate", "exp.yaml", "--workers",
+                          "3", "--instance-type", "c5.xlarge"], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "on c5.xlarge in us-east-1, 12 trials at a time" in out.stdout
+    assert "cluster bill: 3 c5.xlarge workers and an on-demand c5.xlarge head" in out.stdout
+    for flags, says in ((["--instance-type", "c5.xlarg"], "error: command line: "
+                         "default_instance_type: no price for 'c5.xlarg'"),
+                        (["--workers", "0"], "error: command line: --workers: must be a whole "
+                         "number >= 1, got 0")):
+        out = subprocess.run([sys.executable, "-m", "tuner.cli", "estimate", "exp.yaml", *flags],
+                             capture_output=True, text=True, cwd=tmp_path)
+        assert out.returncode == 2 and out.stderr.startswith(says), out.stderr
