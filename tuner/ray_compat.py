@@ -401,7 +401,8 @@ def reconcile_trial_count(tune_path: str, started: Collection[str] | None = None
     it started. Tune marks its search generator finished when a stopper ends the
     experiment (it would restore it finished and create no trial), and the trials it had
     created but not started count against ``num_samples``: the generator is set unfinished
-    and its count lowered by those."""
+    and its count set to the trials of the list that started (the list keeps every trial
+    of every driver, those discounted by an earlier raise too)."""
     import fnmatch
     import json
 
@@ -430,7 +431,8 @@ def reconcile_trial_count(tune_path: str, started: Collection[str] | None = None
         1 for t in saved["trial_data"] if _snapshot_trial_id(t, list_path) not in started)
     if not over and not unstarted and not (started is not None and count["finished"]):
         return 0
-    count["counter"], count["finished"] = min(int(count["counter"]), trials) - unstarted, False
+    count["counter"] = min(int(count["counter"]), trials) if started is None else trials - unstarted
+    count["finished"] = False
     with fs.open_output_stream(count_path) as f:
         f.write(cloudpickle.dumps(count))
     return over

@@ -223,3 +223,47 @@ def test_rays_notice_that_token_auth_is_on_is_quiet_while_tuner_starts_a_cluster
         logger.removeHandler(handler)
     assert seen == ["Token authentication is disabled for this Ray cluster",
                     "Token authentication is enabled for this Ray cluster"]
+
+
+def _snapshot(path, trial_ids, counter, finished=True):
+    """Tune's two snapshot files as Tune 2.x writes them: the trial list (JSON, one
+    [state JSON, run metadata] pair per trial) and the search generator's count (pickled)."""
+    import json
+
+    import ray.cloudpickle as cloudpickle
+
+    (path / "experiment_state-2026-11-29_06-00-00.json").write_text(json.dumps(
+        {"trial_data": [[json.dumps({"trial_id": t}), "{}"] for t in trial_ids]}))
+    (path / "search_gen_state-2026-11-29_06-00-00.json").write_bytes(
+        cloudpickle.dumps({"counter": counter, "finished": finished}))
+
+
+def _count(path):
+    import ray.cloudpickle as cloudpickle
+
+    return cloudpickle.loads((path / "search_gen_state-2026-11-29_06-00-00.json").read_bytes())
+
+
+@pytest.mark.parametrize("listed, counter, started, expected", [
+    # the budget stopped a first driver: 3 trials started, 1 created but not started
+    (["a", "b", "c", "d"], 4, {"a", "b", "c"}, 3),
+    # then a raised budget stopped again: the list keeps the old unstarted "d"
+    (["a", "b", "c", "d", "e", "f", "g"], 6, {"a", "b", "c", "e", "f"}, 5),
+    # twice stopped before any trial started (the list: 2, then 2 more): none counts
+    (["a", "b"], 2, set(), 0),
+    (["a", "b", "c", "d"], 2, set(), 0),
+])
+def test_a_raised_budget_counts_only_the_trials_that_started(tmp_path, listed, counter, started,
+                                                            expected):
+    """The search generator then creates num_samples minus those, never more (a count
+    lowered below 0 made a study of 6 run 8)."""
+    _snapshot(tmp_path, listed, counter)
+    ray_compat.reconcile_trial_count(str(tmp_path), started=started)
+    assert _count(tmp_path) == {"counter": expected, "finished": False}
+
+
+def test_a_count_newer_than_the_trial_list_is_set_back_to_its_length(tmp_path):
+    """A driver killed between Tune's two snapshot files: 5 counted, 3 listed."""
+    _snapshot(tmp_path, ["a", "b", "c"], 5, finished=False)
+    assert ray_compat.reconcile_trial_count(str(tmp_path)) == 2
+    assert _count(tmp_path) == {"counter": 3, "finished": False}

@@ -17,6 +17,7 @@ it started, and removes the temp dir it made.
 from __future__ import annotations
 
 import logging
+import random
 import shutil
 import signal
 import socket
@@ -30,6 +31,7 @@ from typing import Any
 
 from tuner import ray_compat
 from tuner.cost.nodes import labels_for
+from tuner.errors import StudyError
 from tuner.ray_compat import RayCompatError
 from tuner.spot.idle import IdleScaler, NodeView, capacity
 from tuner.spot.imds import FakeMetadataServer, InstanceMetadata
@@ -256,8 +258,30 @@ class LocalSpotCluster:
         self._add(worker.kind)
 
 
+_PORTS = random.SystemRandom()  # apart from any seed a user's code gives `random`
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, for Ray to bind a moment later. Chosen below the kernel's
+    ephemeral range: a port there (what ``bind(0)`` hands out) may be given to an outgoing
+    connection in between, and the GCS then fails to start ("Address already in use")."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = _PORTS.randrange(10000, low) if low > 11000 else 0
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise StudyError(f"no free TCP port in 10000-{low} after 200 tries for the local cluster")
+
+
+def _ephemeral_low() -> int:
+    """The first port the kernel hands out to outgoing connections (Linux; else 32768)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
