@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import socket
 
-from tuner.spot.local import _ephemeral_low, _free_port
+from tuner.spot.local import _ephemeral_low, free_port
 
 
 def test_a_chosen_port_is_free_and_below_the_ephemeral_range():
     low = _ephemeral_low()
-    ports = {_free_port() for _ in range(20)}
+    ports = {free_port() for _ in range(20)}
     assert all(10000 <= p < low for p in ports)
     assert len(ports) > 1  # drawn at random, not one fixed port
     for port in ports:
@@ -31,6 +31,6 @@ def test_a_port_in_use_is_not_chosen(monkeypatch):
     draws = iter([taken, taken, taken + 1])
     monkeypatch.setattr(local._PORTS, "randrange", lambda a, b: next(draws))
     try:
-        assert _free_port() == taken + 1
+        assert free_port() == taken + 1
     finally:
         held.close()

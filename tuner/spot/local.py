@@ -108,12 +108,12 @@ class LocalSpotCluster:
         Cluster = local_cluster_class()
         self.temp_dir = temp_dir = tempfile.mkdtemp(prefix="tuner-spot-", dir="/tmp")
         head = {"num_cpus": self._head_cpus, "include_dashboard": self._dashboard,
-                "temp_dir": temp_dir, "gcs_server_port": _free_port(),
-                "dashboard_agent_listen_port": _free_port(),
+                "temp_dir": temp_dir, "gcs_server_port": free_port(),
+                "dashboard_agent_listen_port": free_port(),
                 "labels": labels_for("on-demand", "m5.large", self._region,
                                      launched_at=time.time())}
         if self._dashboard:
-            head["dashboard_port"] = _free_port()
+            head["dashboard_port"] = free_port()
         self.cluster = Cluster(initialize_head=True, head_node_args=head)
         ray_compat.write_cluster_address(self.cluster.address, temp_dir)
         for kind in self._kinds:
@@ -147,7 +147,7 @@ class LocalSpotCluster:
             # each node unpacks runtime envs (a job's working_dir) in its own folder, as
             # separate machines would; sharing one, they delete each other's.
             runtime_env_dir_name=f"runtime_resources_node{self._added}",
-            dashboard_agent_listen_port=_free_port(),  # Ray's default is one fixed port
+            dashboard_agent_listen_port=free_port(),  # Ray's default is one fixed port
             num_cpus=kind.cpus, labels=labels_for(kind.market, kind.instance_type, self._region,
                                                   kind.zone, launched_at=time.time()))
         imds, watcher = None, None
@@ -261,7 +261,7 @@ class LocalSpotCluster:
 _PORTS = random.SystemRandom()  # apart from any seed a user's code gives `random`
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A port nothing listens on, for Ray to bind a moment later. Chosen below the kernel's
     ephemeral range: a port there (what ``bind(0)`` hands out) may be given to an outgoing
     connection in between, and the GCS then fails to start ("Address already in use")."""
